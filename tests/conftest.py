@@ -1,0 +1,22 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clean_session():
+    keras.utils.set_random_seed(1337)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def images():
+    """A few random images in [0, 255], the classifiers' input range."""
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")

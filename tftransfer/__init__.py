@@ -1,0 +1,36 @@
+"""tftransfer: transfer learning on Keras 3 and TensorFlow.
+
+Example:
+
+>>> import numpy as np, tftransfer
+>>> model = tftransfer.build_classifier("MobileNetV2", num_classes=3,
+...                                     image_size=96, weights=None)
+>>> model = tftransfer.unfreeze(model, blocks=2)
+>>> model(np.zeros((1, 96, 96, 3))).shape
+TensorShape([1, 3])
+"""
+
+from tftransfer import backbones, data, heads, layers, training
+from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
+from tftransfer.models import build_classifier
+from tftransfer.training import backbone_blocks, find_backbone, freeze, unfreeze
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneInfo",
+    "BackboneSpec",
+    "backbone_blocks",
+    "backbone_info",
+    "backbones",
+    "build_classifier",
+    "data",
+    "find_backbone",
+    "freeze",
+    "heads",
+    "layers",
+    "list_backbones",
+    "training",
+    "unfreeze",
+    "__version__",
+]
