@@ -98,20 +98,43 @@ def test_fine_tuning_keeps_batchnorm_and_lower_layers_bit_identical():
     assert trained == {layer.name for layer in unfrozen} | {"predictions"}
 
 
-def test_without_batchnorm_freezing_keras_moves_the_statistics():
-    # Why unfreeze() freezes BatchNorm itself: with the backbone called as
-    # backbone(x, training=False) but its BatchNorm layers trainable, Keras 3.15
-    # still updates the moving statistics during fit.
-    model = tftransfer.build_classifier("MobileNetV2", 3, image_size=32, weights=None)
-    tftransfer.unfreeze(model, blocks=2, freeze_batch_norm=False)
-    backbone = tftransfer.find_backbone(model)
-    bn = backbone.get_layer("block_16_project_BN")
+def test_keras_overrides_training_false_in_nested_functional_calls():
+    # Why tftransfer wraps backbones in `Backbone` and freezes BatchNorm itself:
+    # in Keras 3.15, `base(x, training=False)` inside a Functional model still
+    # runs `base` in training mode during fit, so its BatchNorm statistics move.
+    base = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                          input_shape=(32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    x = base(inputs, training=False)
+    outputs = keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    bn = base.get_layer("block_16_project_BN")
     before = bn.moving_mean.numpy().copy()
     rng = np.random.default_rng(0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(rng.uniform(0, 255, (32, 32, 32, 3)), rng.integers(0, 3, 32), epochs=1, verbose=0)
-    moved = not np.array_equal(before, bn.moving_mean.numpy())
-    assert moved, "Keras no longer updates BatchNorm here; the note in freezing.py is stale"
+    assert not np.array_equal(before, bn.moving_mean.numpy()), (
+        "Keras now honours training=False here; the notes in freezing.py and backbone.py "
+        "are stale")
+
+
+def test_frozen_backbone_runs_dropout_in_inference_mode_during_training(images):
+    # EfficientNet has Dropout inside its blocks; a frozen backbone must be a
+    # fixed function even in a training-mode call (as during fit).
+    model = tftransfer.build_classifier("EfficientNetB0", 3, image_size=32, weights=None,
+                                        dropout_rate=0.0)
+    first = np.asarray(model(images, training=True))
+    np.testing.assert_array_equal(first, np.asarray(model(images, training=True)))
+    tftransfer.unfreeze(model, blocks=3)
+    np.testing.assert_array_equal(first, np.asarray(model(images, training=True)))
+    # A backbone trained from scratch follows `training` again.
+    tftransfer.unfreeze(model, freeze_batch_norm=False)
+    assert not tftransfer.find_backbone(model).inference_mode
+    assert not np.array_equal(np.asarray(model(images, training=True)),
+                              np.asarray(model(images, training=True)))
+    tftransfer.freeze(model)
+    assert tftransfer.find_backbone(model).inference_mode
 
 
 def test_unfreeze_errors_name_the_argument():

@@ -29,11 +29,13 @@ def test_classifier_is_functional_with_the_documented_layers():
         "head_dense_0", "predictions"}
 
 
-def test_backbone_is_called_in_inference_mode():
+def test_backbone_is_a_functional_model_in_inference_mode():
     model = _mobilenet()
     backbone = tftransfer.find_backbone(model)
-    node = backbone._inbound_nodes[0]
-    assert node.arguments.kwargs.get("training") is False
+    assert isinstance(backbone, tftransfer.backbones.Backbone)
+    assert backbone.inference_mode
+    assert backbone.name.startswith("mobilenetv2")
+    assert backbone.get_layer("block_16_project") is not None
 
 
 def test_output_is_float32_under_mixed_precision(images):
@@ -91,6 +93,9 @@ def test_keras_round_trip_predicts_the_same(tmp_path, images):
                                   reloaded.predict(images, verbose=0))
     assert reloaded.get_layer("preprocessing").mode == "tf"
     assert type(reloaded.get_layer("preprocessing")) is tftransfer.layers.ImagePreprocessing
+    assert type(tftransfer.find_backbone(reloaded)) is tftransfer.backbones.Backbone
+    assert [w.path for w in reloaded.trainable_weights] == [
+        w.path for w in model.trainable_weights]
 
 
 def test_round_trip_in_a_fresh_process_with_only_import_tftransfer(tmp_path, images):

@@ -12,7 +12,7 @@ TensorShape([1, 3])
 
 from tftransfer import backbones, data, heads, layers, training
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
-from tftransfer.models import build_classifier
+from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import backbone_blocks, find_backbone, freeze, unfreeze
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "backbone_info",
     "backbones",
     "build_classifier",
+    "build_text_classifier",
     "data",
     "find_backbone",
     "freeze",

@@ -3,6 +3,7 @@
 import keras
 
 from tftransfer.backbones.factory import create_backbone
+from tftransfer.backbones.registry import PREPROCESSING_MODES, parse_backbone_name
 from tftransfer.data.augmentation import augmentation_layer
 from tftransfer.heads import classification_head, validate_task
 from tftransfer.layers import ImagePreprocessing
@@ -12,7 +13,7 @@ IMAGE_INPUT_NAME = "image"
 
 def build_classifier(backbone, num_classes, *, image_size=None, weights="imagenet",
                      dropout_rate=0.2, head_units=(), task="multiclass",
-                     augmentation=None, name=None):
+                     augmentation=None, preprocessing=None, name=None):
     """Builds a transfer-learning image classifier on a backbone.
 
     The model is Functional: raw RGB input in [0, 255] -> optional
@@ -26,9 +27,9 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
     Args:
         backbone: str, `keras.Model` or `keras.layers.Layer`. A name from
             `tftransfer.list_backbones()` (any case, e.g. `"EfficientNetB0"`),
-            `"tfhub:<url or local SavedModel path>"`, or a Keras object that
-            maps images to features (used with `"none"` preprocessing unless
-            its name is a registered backbone's).
+            `"tfhub:<url or local SavedModel path>"` (a TF-Hub image
+            feature vector; see `tftransfer.backbones.HubBackbone`), or a
+            Keras object that maps images to features.
         num_classes: int. Number of outputs. At least 2 for
             `task="multiclass"`, exactly 1 for `"binary"`, at least 1 for
             `"multilabel"` and `"regression"`.
@@ -47,6 +48,11 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
         augmentation: None, `"light"`, `"medium"`, `"heavy"`, a Keras layer
             or a list of layers, applied inside the model (in training only).
             Defaults to None.
+        preprocessing: str or None. Override how raw [0, 255] pixels are
+            prepared: `"caffe"`, `"tf"`, `"torch"`, `"unit"` (scaled to
+            [0, 1]) or `"none"`. Defaults to what the backbone expects: its
+            registry entry's mode, `"unit"` for TF-Hub image modules (their
+            convention), `"none"` for other Keras objects.
         name: str. The model's name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
@@ -62,6 +68,9 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
     TensorShape([2, 3])
     """
     validate_task(task, num_classes)
+    if preprocessing is not None and preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(f"preprocessing: expected None or one of {PREPROCESSING_MODES}; "
+                         f"received {preprocessing!r}.")
     resolved = create_backbone(backbone, image_size=image_size, weights=weights)
     height, width = resolved.image_size
     backbone_layer = resolved.layer
@@ -71,7 +80,7 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
     x = inputs
     if augmentation is not None:
         x = augmentation_layer(augmentation, name="augmentation")(x)
-    x = ImagePreprocessing(resolved.preprocessing, name="preprocessing")(x)
+    x = ImagePreprocessing(preprocessing or resolved.preprocessing, name="preprocessing")(x)
     x = backbone_layer(x, training=False)
     outputs = classification_head(
         x, num_classes, task=task, dropout_rate=dropout_rate, head_units=head_units
@@ -83,3 +92,71 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
 
 def _safe_name(text):
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(text).lower()).strip("_")
+
+
+TEXT_INPUT_NAME = "text"
+
+
+def build_text_classifier(backbone, num_classes, *, trainable=False, dropout_rate=0.2,
+                          head_units=(), task="multiclass", signature=None, output_key=None,
+                          name=None):
+    """Builds a classifier over a text-embedding module that takes raw strings.
+
+    Input: a scalar string per example (`keras.Input(shape=(), dtype="string")`),
+    so the saved and exported model serves raw text. The module (a TF-Hub
+    text embedding, or any SavedModel whose `__call__` maps a batch of
+    strings to `[batch, features]`) computes the features; the head is the
+    same as `build_classifier()`'s.
+
+    Args:
+        backbone: str or Keras layer. `"tfhub:<url or path>"`, a bare URL or
+            SavedModel path, or a Keras layer that maps strings to vectors.
+        num_classes: int. See `build_classifier()`.
+        trainable: bool. Fine-tune the module's variables. Defaults to
+            `False`.
+        dropout_rate: float. Defaults to `0.2`.
+        head_units: tuple of int. Defaults to `()`.
+        task: str. Defaults to `"multiclass"`.
+        signature: str or None. A signature to call instead of `__call__`.
+        output_key: str or None. The output to use when the module returns a
+            dict.
+        name: str. Defaults to `"text_classifier"`.
+
+    Returns:
+        A `keras.Model` from strings `[batch]` to `[batch, num_classes]`.
+
+    Example:
+
+    >>> import tftransfer
+    >>> model = tftransfer.build_text_classifier(  # doctest: +SKIP
+    ...     "tfhub:https://tfhub.dev/google/nnlm-en-dim50/2", num_classes=2)
+    """
+    from tftransfer.backbones.tf_hub import HubBackbone
+
+    validate_task(task, num_classes)
+    if isinstance(backbone, str):
+        source, handle = parse_backbone_name(backbone)
+        if source == "keras" and "://" not in backbone and not _looks_like_path(backbone):
+            raise ValueError(
+                f"backbone: {backbone!r} is not a text module. Pass 'tfhub:<url or path>' of a "
+                "module that takes strings (Keras Applications backbones take images)."
+            )
+        layer = HubBackbone(handle if source == "tfhub" else backbone, trainable=trainable,
+                            signature=signature, output_key=output_key, input_kind="text")
+    elif isinstance(backbone, keras.layers.Layer):
+        layer = backbone
+    else:
+        raise TypeError("backbone: expected 'tfhub:<handle>' or a Keras layer; received "
+                        f"{type(backbone).__name__}.")
+    inputs = keras.Input(shape=(), dtype="string", name=TEXT_INPUT_NAME)
+    x = layer(inputs, training=False)
+    outputs = classification_head(
+        x, num_classes, task=task, dropout_rate=dropout_rate, head_units=head_units
+    )
+    return keras.Model(inputs, outputs, name=name or "text_classifier")
+
+
+def _looks_like_path(text):
+    import os
+
+    return os.path.sep in text or os.path.isdir(os.path.expanduser(text))

@@ -5,8 +5,16 @@ import functools
 from typing import Tuple
 
 from tftransfer.backbones import keras_applications  # noqa: F401  (fills the registry)
+from tftransfer.backbones.backbone import Backbone, as_backbone
 from tftransfer.backbones.blocks import assign_blocks
 from tftransfer.backbones.factory import ResolvedBackbone, create_backbone, normalize_image_size
+from tftransfer.backbones.tf_hub import (
+    HubBackbone,
+    hub_cache_dir,
+    is_trusted_hub_handle,
+    resolve_handle,
+    trust_hub_handles,
+)
 from tftransfer.backbones.registry import (
     BackboneSpec,
     all_specs,
@@ -85,17 +93,24 @@ def _backbone_info(name):
 
 
 __all__ = [
+    "Backbone",
     "BackboneInfo",
     "BackboneSpec",
+    "HubBackbone",
     "ResolvedBackbone",
     "all_specs",
+    "as_backbone",
     "assign_blocks",
     "backbone_info",
     "create_backbone",
     "find_spec_for_model_name",
     "get_backbone_spec",
+    "hub_cache_dir",
+    "is_trusted_hub_handle",
     "list_backbones",
     "normalize_image_size",
     "parse_backbone_name",
     "register_backbone",
+    "resolve_handle",
+    "trust_hub_handles",
 ]

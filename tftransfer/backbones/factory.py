@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import keras
 
+from tftransfer.backbones.backbone import as_backbone
 from tftransfer.backbones.registry import (
     BackboneSpec,
     find_spec_for_model_name,
@@ -160,9 +161,12 @@ def create_backbone(backbone, *, image_size=None, weights="imagenet"):
                 default = (int(shape[1]), int(shape[2]))
         size = normalize_image_size(image_size, default=default)
         spec = find_spec_for_model_name(backbone.name)
-        preprocessing = spec.preprocessing if spec is not None else "none"
+        if getattr(backbone, "input_kind", None) == "image":
+            preprocessing = "unit"  # TF-Hub image modules take [0, 1] by convention.
+        else:
+            preprocessing = spec.preprocessing if spec is not None else "none"
         return ResolvedBackbone(
-            layer=backbone,
+            layer=as_backbone(backbone),
             preprocessing=preprocessing,
             image_size=size,
             spec=spec,
@@ -201,7 +205,7 @@ def _create_registered(spec, *, image_size, weights):
             f"received {type(weights).__name__}."
         )
     return ResolvedBackbone(
-        layer=model,
+        layer=as_backbone(model),
         preprocessing=spec.preprocessing,
         image_size=size,
         spec=spec,

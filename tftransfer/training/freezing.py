@@ -2,11 +2,14 @@
 
 Keras 3.15 keeps updating BatchNorm moving statistics during `fit` once a
 backbone is trainable, even though the classifier calls it with
-`training=False`. Only a BatchNormalization layer whose own `trainable` is
-False runs in inference mode for sure, so `unfreeze()` sets that on every
-BatchNorm layer of the backbone. This is right for pretrained backbones,
-whose statistics describe the data they learned from; a backbone trained
-from scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`).
+`training=False`: a Functional model hands the outer `training` value to
+nested layers over the one written at the call site. Two things keep
+BatchNorm frozen here: every BatchNorm layer of the backbone gets
+`trainable = False` (so its scale and offset stay too), and a `Backbone`
+(or TF-Hub backbone) keeps `inference_mode` on, so BatchNorm and Dropout run
+as in inference inside `fit`. This is right for pretrained backbones, whose
+statistics describe the data they learned from; a backbone trained from
+scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`).
 """
 
 import math
@@ -80,6 +83,11 @@ def _freeze_batch_norm(layer):
             sublayer.trainable = False
 
 
+def _set_inference_mode(layer, value):
+    if hasattr(layer, "inference_mode"):
+        layer.inference_mode = value
+
+
 def backbone_blocks(model, backbone=None):
     """Lists the named blocks of a classifier's backbone and their layers.
 
@@ -137,7 +145,9 @@ def freeze(model, *, backbone=None):
     >>> tftransfer.find_backbone(model).trainable
     False
     """
-    find_backbone(model, backbone).trainable = False
+    layer = find_backbone(model, backbone)
+    layer.trainable = False
+    _set_inference_mode(layer, True)
     return model
 
 
@@ -160,8 +170,10 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
             (as `base_model.layers[-layers:]` in the Keras guide).
         fraction: float. In [0, 1]: unfreeze that fraction of the layers,
             counted from the top.
-        freeze_batch_norm: bool. Keep every BatchNorm layer frozen. Defaults
-            to `True`; pass `False` only for a backbone trained from scratch.
+        freeze_batch_norm: bool. Keep every BatchNorm layer frozen and the
+            backbone in inference mode (BatchNorm and Dropout as in
+            inference). Defaults to `True`; pass `False` only for a backbone
+            trained from scratch, whose BatchNorm must learn.
         backbone: None, str or layer. See `find_backbone()`.
 
     Returns:
@@ -192,8 +204,9 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
                 "unfreeze(model) to fine-tune all of it or freeze(model) to freeze it."
             )
         layer.trainable = fraction not in (0, 0.0)
-        if freeze_batch_norm and layer.trainable:
+        if freeze_batch_norm:
             _freeze_batch_norm(layer)
+        _set_inference_mode(layer, bool(freeze_batch_norm) or not layer.trainable)
         return model
 
     if blocks is not None:
@@ -232,4 +245,5 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
         sublayer.trainable = id(sublayer) in selected_ids
     if freeze_batch_norm:
         _freeze_batch_norm(layer)
+    _set_inference_mode(layer, bool(freeze_batch_norm) or not selected)
     return model

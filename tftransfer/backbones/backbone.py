@@ -1,0 +1,80 @@
+"""`Backbone`: a Functional model that runs in inference mode while frozen.
+
+Keras 3.15 passes the outer `training` value down to every nested layer of a
+Functional model, overriding a `training=False` written at the call site
+(`keras.src.models.functional.operation_fn`). The keras.io recipe,
+`base_model(x, training=False)`, therefore does not keep BatchNorm and
+Dropout in inference mode during `fit`. `Backbone` does: while
+`inference_mode` is True it calls its layers with `training=False`, whatever
+its caller says. `tftransfer.unfreeze(..., freeze_batch_norm=False)` turns
+that off for backbones trained from scratch.
+"""
+
+import keras
+from keras.src.models.functional import Functional, functional_from_config
+
+
+@keras.saving.register_keras_serializable(package="tftransfer")
+class Backbone(keras.Model):
+    """A Functional backbone that keeps BatchNorm and Dropout in inference mode.
+
+    It is a plain Functional `keras.Model` (same layers, same weights, same
+    `summary()`), with one difference: while `inference_mode` is True, its
+    layers always run as in inference, also inside `fit`.
+
+    Args:
+        inputs: The Functional inputs, as for `keras.Model`.
+        outputs: The Functional outputs, as for `keras.Model`.
+        inference_mode: bool. Run BatchNorm and Dropout in inference mode
+            always. Defaults to `True`.
+        **kwargs: Other `keras.Model` arguments, such as `name`.
+
+    Example:
+
+    >>> import keras, tftransfer
+    >>> base = keras.applications.MobileNetV2(
+    ...     include_top=False, weights=None, input_shape=(32, 32, 3))
+    >>> backbone = tftransfer.backbones.Backbone.from_model(base)
+    >>> backbone.inference_mode, len(backbone.layers) == len(base.layers)
+    (True, True)
+    """
+
+    def __init__(self, *args, inference_mode=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.inference_mode = bool(inference_mode)
+
+    @classmethod
+    def from_model(cls, model, *, inference_mode=True):
+        """Wraps a Functional model's graph (sharing its layers and weights)."""
+        if not isinstance(model, Functional):
+            raise TypeError(
+                f"Backbone.from_model() expects a Functional keras.Model; received "
+                f"{type(model).__name__}."
+            )
+        return cls(inputs=model.input, outputs=model.output, name=model.name,
+                   inference_mode=inference_mode)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if self.inference_mode:
+            training = False
+        return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["inference_mode"] = self.inference_mode
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inference_mode = config.pop("inference_mode", True)
+        model = functional_from_config(cls, config, custom_objects=custom_objects)
+        model.inference_mode = bool(inference_mode)
+        return model
+
+
+def as_backbone(model):
+    """Wraps a Functional model in `Backbone`; other layers are returned as they are."""
+    if isinstance(model, Backbone) or not isinstance(model, Functional):
+        return model
+    return Backbone.from_model(model)
