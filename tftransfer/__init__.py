@@ -10,7 +10,7 @@ Example:
 TensorShape([1, 3])
 """
 
-from tftransfer import backbones, data, heads, layers, training
+from tftransfer import backbones, data, datasets, heads, layers, training
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import backbone_blocks, find_backbone, freeze, unfreeze
@@ -26,6 +26,7 @@ __all__ = [
     "build_classifier",
     "build_text_classifier",
     "data",
+    "datasets",
     "find_backbone",
     "freeze",
     "heads",

@@ -1,5 +1,27 @@
-"""Data: tf.data pipelines and augmentation."""
+"""Data: tf.data pipelines from folders, CSV files, arrays, TFDS and text."""
 
 from tftransfer.data.augmentation import AUGMENTATION_PRESETS, augmentation_layer
+from tftransfer.data.bundle import DatasetBundle
+from tftransfer.data.images import (
+    decode_image,
+    find_unreadable,
+    from_arrays,
+    from_csv,
+    from_directory,
+)
+from tftransfer.data.text import from_text_directory, from_texts
+from tftransfer.data.tfds import from_tfds
 
-__all__ = ["AUGMENTATION_PRESETS", "augmentation_layer"]
+__all__ = [
+    "AUGMENTATION_PRESETS",
+    "DatasetBundle",
+    "augmentation_layer",
+    "decode_image",
+    "find_unreadable",
+    "from_arrays",
+    "from_csv",
+    "from_directory",
+    "from_text_directory",
+    "from_texts",
+    "from_tfds",
+]

@@ -1,0 +1,78 @@
+"""Shared helpers for the benchmarks: machine facts, versions, writing results."""
+
+import datetime
+import json
+import os
+import platform
+import time
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine():
+    import tensorflow as tf
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+    try:
+        with open("/proc/meminfo") as handle:
+            info["memory_gb"] = round(int(handle.readline().split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    return info
+
+
+def versions():
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": numpy.__version__}
+
+
+def write_results(name, figures, table, *, notes=""):
+    """Writes bench/results/<name>.json and <name>.md (a short markdown table)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    record = {
+        "name": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "figures": figures,
+        "notes": notes,
+    }
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as handle:
+        json.dump(record, handle, indent=2)
+    lines = [f"### {name}", "", "| figure | value |", "|---|---|"]
+    lines += [f"| {label} | {value} |" for label, value in table]
+    if notes:
+        lines += ["", notes]
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return record
+
+
+class EpochTimer:
+    """A Keras callback that records each epoch's wall time."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self._start)
+
+        return _Timer()
