@@ -31,8 +31,9 @@ def _write(path, value, kind):
         Image.fromarray(np.concatenate([pixels, alpha], -1), "RGBA").save(path, format="PNG")
     elif kind == "gray":
         Image.fromarray(pixels[:, :, 0], "L").save(path, format="PNG")
-    elif kind == "gif":
-        Image.fromarray(pixels).save(path, format="GIF")
+    elif kind == "gif":  # animated: the first frame is the one that counts
+        frames = [Image.fromarray(pixels), Image.fromarray(_solid(255 - value))]
+        frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
     elif kind == "bmp":
         Image.fromarray(pixels).save(path, format="BMP")
     else:
