@@ -13,12 +13,23 @@ TensorShape([1, 3])
 from tftransfer import backbones, data, datasets, heads, layers, training
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
-from tftransfer.training import backbone_blocks, find_backbone, freeze, unfreeze
+from tftransfer.training import (
+    Trainer,
+    TrainingResult,
+    backbone_blocks,
+    find_backbone,
+    find_learning_rate,
+    fit,
+    freeze,
+    unfreeze,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneInfo",
+    "Trainer",
+    "TrainingResult",
     "BackboneSpec",
     "backbone_blocks",
     "backbone_info",
@@ -28,6 +39,8 @@ __all__ = [
     "data",
     "datasets",
     "find_backbone",
+    "find_learning_rate",
+    "fit",
     "freeze",
     "heads",
     "layers",

@@ -24,6 +24,8 @@ class DatasetBundle:
         empty_classes: list of str. Class folders that held no usable file.
         image_size: `(height, width)` or None for text.
         task: str. `"multiclass"` or `"multilabel"`.
+        augmented: bool. Whether the training split is augmented in the
+            pipeline (random before the model: no feature cache).
     """
 
     train: object
@@ -36,6 +38,7 @@ class DatasetBundle:
     empty_classes: List[str] = dataclasses.field(default_factory=list)
     image_size: Optional[Tuple[int, int]] = None
     task: str = "multiclass"
+    augmented: bool = False
 
     @property
     def num_classes(self):

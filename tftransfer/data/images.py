@@ -318,6 +318,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
         counts={split: count_by_class(labels[parts[split]], names) for split in parts},
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, empty_classes=empty, image_size=size,
+        augmented=augmentation is not None,
     )
 
 
@@ -421,6 +422,7 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
         counts={split: count_by_class(labels[parts[split]], names) for split in parts},
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, image_size=size, task="multilabel" if multilabel else "multiclass",
+        augmented=augmentation is not None,
     )
 
 
@@ -504,4 +506,5 @@ def from_arrays(x, y, *, image_size=None, batch_size=32, validation_split=0.2, t
         counts={split: count_by_class(y[parts[split]], class_names) for split in parts},
         class_weights=class_weights(y[parts["train"]], len(class_names)),
         image_size=size, task="multilabel" if y.ndim == 2 else "multiclass",
+        augmented=augmentation is not None,
     )

@@ -128,4 +128,5 @@ def from_tfds(name, *, image_size, data_dir=None, split=None, image_key="image",
         train=datasets["train"], validation=datasets["validation"], test=datasets["test"],
         class_names=class_names, counts=counts,
         class_weights=class_weights(train_labels, len(class_names)), image_size=size,
+        augmented=layer is not None,
     )

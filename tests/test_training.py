@@ -1,0 +1,321 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tftransfer
+from tftransfer.training import WarmupCosine
+
+
+def _data(n=96, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    return x, y
+
+
+def _model(**kwargs):
+    kwargs.setdefault("image_size", 32)
+    kwargs.setdefault("weights", None)
+    return tftransfer.build_classifier("MobileNetV2", 2, **kwargs)
+
+
+def _snapshot(layers):
+    return {(layer.name, i): w.numpy().copy() for layer in layers
+            for i, w in enumerate(layer.weights)}
+
+
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_phases_touch_only_what_they_should(cache_features):
+    x, y = _data()
+    model = _model()
+    backbone = tftransfer.find_backbone(model)
+    bns = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    others = [l for l in backbone.layers if l.weights and l not in bns]
+    before_bn, before_other = _snapshot(bns), _snapshot(others)
+    head_before = model.get_layer("predictions").get_weights()[0].copy()
+    trainer = tftransfer.Trainer(
+        model, tftransfer.data.from_arrays(x, y), head_epochs=2, fine_tune_epochs=2,
+        unfreeze_blocks=2, schedule="constant", fine_tune_learning_rate=3e-4,
+        cache_features=cache_features, verbose=0)
+    trainer.train_head()
+    assert trainer.cache_note.startswith("on" if cache_features else "off")
+    for key, value in {**_snapshot(bns), **_snapshot(others)}.items():
+        np.testing.assert_array_equal(value, {**before_bn, **before_other}[key], err_msg=str(key))
+    assert not np.array_equal(model.get_layer("predictions").get_weights()[0], head_before)
+
+    trainer.fine_tune()
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
+    for key, value in _snapshot(bns).items():
+        np.testing.assert_array_equal(value, before_bn[key], err_msg=str(key))
+    top = {name for _, names in tftransfer.backbone_blocks(model)[-2:] for name in names}
+    changed = {key[0] for key, value in _snapshot(others).items()
+               if not np.array_equal(value, before_other[key])}
+    assert changed and changed <= top
+    result = trainer.result()
+    assert result.history["phase"] == ["head", "head", "fine_tune", "fine_tune"]
+    assert result.history["epoch"] == [0, 1, 2, 3]
+
+
+def test_cosine_schedule_peaks_at_the_requested_learning_rate():
+    schedule = WarmupCosine(2e-4, total_steps=100, warmup_steps=10)
+    values = [float(schedule(step)) for step in range(101)]
+    assert max(values) == pytest.approx(2e-4)
+    assert values[0] == 0.0 and values[10] == pytest.approx(2e-4) and values[100] < 1e-9
+    assert values[5] == pytest.approx(1e-4)
+
+
+def test_cached_and_uncached_head_phases_give_the_same_head():
+    x, y = _data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # one fixed order
+    heads = []
+    for cache in (True, False):
+        keras.utils.set_random_seed(7)
+        model = _model(dropout_rate=0.3)
+        result = tftransfer.fit(model, dataset, head_epochs=3, fine_tune_epochs=0,
+                                cache_features=cache, early_stopping_patience=None,
+                                verbose=0)
+        assert result.feature_cache.startswith("on" if cache else "off")
+        heads.append(model.get_layer("predictions").get_weights())
+    for cached, uncached in zip(*heads):
+        np.testing.assert_allclose(cached, uncached, rtol=1e-4, atol=1e-5)
+
+
+def test_cache_switches_itself_off_with_random_augmentation():
+    x, y = _data(48)
+    model = _model(augmentation="light")
+    result = tftransfer.fit(model, tftransfer.data.from_arrays(x, y), head_epochs=1,
+                            fine_tune_epochs=0, verbose=0)
+    assert result.feature_cache.startswith("off") and "augmentation" in result.feature_cache
+    result = tftransfer.fit(_model(), tftransfer.data.from_arrays(x, y, augmentation="light"),
+                            head_epochs=1, fine_tune_epochs=0, verbose=0)
+    assert result.feature_cache == "off: the training data is augmented in the pipeline"
+    with pytest.raises(ValueError, match="cache_features=True.*augment"):
+        tftransfer.fit(_model(augmentation="light"), tftransfer.data.from_arrays(x, y),
+                       head_epochs=1, fine_tune_epochs=0, cache_features=True, verbose=0)
+
+
+def test_bad_input_fails_before_any_training():
+    x, y = _data(32)
+    data = tftransfer.data.from_arrays(x, y)
+    model = _model()
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match="head_epochs"):
+        tftransfer.fit(model, data, head_epochs=-1, verbose=0)
+    with pytest.raises(ValueError, match="unfreeze_blocks: 99 is more than the 18 blocks"):
+        tftransfer.fit(model, data, unfreeze_blocks=99, verbose=0)
+    with pytest.raises(ValueError, match="labels range over 0..4.*2 output"):
+        tftransfer.fit(model, (x, np.arange(32) % 5), verbose=0)
+    with pytest.raises(ValueError, match="the data has 3 classes.*2 outputs"):
+        tftransfer.fit(model, tftransfer.data.from_arrays(x, np.arange(32) % 3), verbose=0)
+    with pytest.raises(ValueError, match="loss: .*cannot compare"):
+        tftransfer.fit(model, data, loss=keras.losses.CategoricalCrossentropy(), verbose=0)
+    with pytest.raises(ValueError, match="fine_tune_learning_rate"):
+        tftransfer.fit(model, data, fine_tune_learning_rate=0, verbose=0)
+    with pytest.raises(ValueError, match="schedule"):
+        tftransfer.fit(model, data, schedule="triangular", verbose=0)
+    for weight, value in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)
+
+
+def test_nan_loss_stops_with_advice():
+    x, y = _data(32)
+    x[3, 0, 0, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="lower learning rate.*NaN"):
+        tftransfer.fit(_model(), (x, y), head_epochs=2, fine_tune_epochs=0,
+                       cache_features=False, verbose=0)
+
+
+def test_label_smoothing_and_class_weights():
+    x, y = _data(64)
+    y[:50] = 0
+    y[50:] = 1
+    data = tftransfer.data.from_arrays(x, y, validation_split=0.0)
+    trainer = tftransfer.Trainer(_model(), data, label_smoothing=0.1, head_epochs=1,
+                                 fine_tune_epochs=0, verbose=0)
+    assert isinstance(trainer.loss, keras.losses.CategoricalCrossentropy)
+    assert trainer.class_weight == data.class_weights
+    assert trainer.class_weight[1] > trainer.class_weight[0]
+    trainer.run()
+
+
+def test_mixed_precision_on_request_keeps_a_float32_output():
+    x, y = _data(32)
+    model = _model()
+    result = tftransfer.fit(model, (x, y), head_epochs=1, fine_tune_epochs=1,
+                            mixed_precision="mixed_float16", cache_features=False, verbose=0)
+    assert result.mixed_precision == "mixed_float16"
+    assert tftransfer.find_backbone(model).compute_dtype == "float16"
+    assert model(x[:2]).dtype == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert tftransfer.training.resolve_mixed_precision("auto") == "float32"  # no GPU here
+
+
+def test_find_learning_rate_restores_weights_and_plots(tmp_path):
+    x, y = _data(64)
+    model = _model()
+    before = [w.numpy().copy() for w in model.weights]
+    result = tftransfer.find_learning_rate(model, tftransfer.data.from_arrays(x, y), steps=30,
+                                           plot_path=tmp_path / "lr.png")
+    assert 1e-7 <= result.suggestion <= 1.0
+    assert len(result.learning_rates) == len(result.losses) >= 10
+    assert result.learning_rates == sorted(result.learning_rates)
+    assert os.path.getsize(tmp_path / "lr.png") > 1000
+    for weight, value in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), value)
+
+
+_RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np, keras, tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    import tftransfer
+    checkpoint_dir, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+    class Kill(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen += 1
+            print("EPOCH", epoch, flush=True)
+            if epoch == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    model = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None,
+                                        dropout_rate=0.0)
+    result = tftransfer.fit(model, data, head_epochs=3, fine_tune_epochs=3,
+                            checkpoint_dir=checkpoint_dir, cache_features=False,
+                            early_stopping_patience=None, callbacks=[Kill()], verbose=0)
+    np.savez(out, *[w.numpy() for w in model.weights])
+""")
+
+
+def _run_resume_script(tmp_path, checkpoint_dir, out, kill_at):
+    script = tmp_path / "train.py"
+    script.write_text(_RESUME_SCRIPT)
+    return subprocess.run([sys.executable, str(script), str(checkpoint_dir), str(out),
+                           str(kill_at)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [1, 4])  # in the head phase, and in fine-tuning
+def test_a_run_killed_after_epoch_k_resumes_at_k_plus_1(tmp_path, kill_at):
+    reference = _run_resume_script(tmp_path, tmp_path / "ref_ckpt", tmp_path / "ref.npz", -1)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killed = _run_resume_script(tmp_path, tmp_path / "ckpt", tmp_path / "out.npz", kill_at)
+    assert killed.returncode == -signal.SIGKILL
+    assert [int(line.split()[1]) for line in killed.stdout.splitlines()
+            if line.startswith("EPOCH")][-1] == kill_at
+    resumed = _run_resume_script(tmp_path, tmp_path / "ckpt", tmp_path / "out.npz", -1)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epochs = [int(line.split()[1]) for line in resumed.stdout.splitlines()
+              if line.startswith("EPOCH")]
+    assert epochs[0] == kill_at + 1 and epochs[-1] == 5
+    expected, actual = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "out.npz")
+    assert len(expected.files) == len(actual.files)
+    for key in expected.files:
+        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+
+
+_MIRRORED_SCRIPT = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import tftransfer
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 127).astype("int64")
+    model = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None)
+    result = tftransfer.fit(model, (x, y), head_epochs=2, fine_tune_epochs=1,
+                            strategy=strategy, verbose=0)
+    assert result.model is not model
+    from tftransfer.training.trainer import created_in_scope
+    assert created_in_scope(strategy, result.model.weights[0])
+    assert not created_in_scope(strategy, model.weights[0])
+    print("REPLICAS", strategy.num_replicas_in_sync, "LOSS", result.history["loss"])
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_logical_cpus_trains(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("REPLICAS")][0]
+    assert line.split()[1] == "2"
+
+
+_WORKER_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np, tensorflow as tf
+    import tftransfer
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 127).astype("int64")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
+    with strategy.scope():
+        model = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None)
+    result = tftransfer.fit(model, data, head_epochs=2, fine_tune_epochs=1,
+                            strategy=strategy, verbose=0)
+    print("WORKERS", strategy.num_replicas_in_sync, "LOSS", result.history["loss"], flush=True)
+""")
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_strategy_with_two_processes_trains(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER_SCRIPT)
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        processes.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=600)
+            outputs.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    losses = []
+    for returncode, out, err in outputs:
+        assert returncode == 0, err[-3000:]
+        line = [l for l in out.splitlines() if l.startswith("WORKERS")][0]
+        assert line.startswith("WORKERS 2 LOSS")
+        losses.append(json.loads(line.split("LOSS", 1)[1]))
+    # Synchronous training: both workers see the same global loss every epoch.
+    assert len(losses[0]) == 3 and np.all(np.isfinite(losses[0]))
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
