@@ -72,14 +72,22 @@ def split_model(model):
     return feature_model, keras.Model(inputs, x, name="head")
 
 
-def compute_features(feature_model, dataset, *, storage="memory", directory=None):
+def predictor(feature_model):
+    """One compiled inference function for every batch size (traced once)."""
+    specs = [tf.TensorSpec((None,) + tuple(tensor.shape[1:]), tensor.dtype)
+             for tensor in feature_model.inputs]
+    return tf.function(lambda x: feature_model(x, training=False), input_signature=specs)
+
+
+def compute_features(feature_model, dataset, *, storage="memory", directory=None,
+                     predict=None):
     """One inference pass over `(inputs, labels)` batches.
 
     Returns:
         `(features, labels)` numpy arrays; with `storage="disk"`, memory-mapped
         `.npy` files under `directory` (a temporary folder by default).
     """
-    predict = tf.function(lambda x: feature_model(x, training=False))
+    predict = predict or predictor(feature_model)
     features, labels = [], []
     if storage == "disk":
         directory = directory or tempfile.mkdtemp(prefix="tftransfer_features_")

@@ -420,15 +420,17 @@ class Trainer:
             feature_model, head_model = feature_cache.split_model(self.model)
             directory = (os.path.join(self.checkpoint_dir, "features")
                          if self.checkpoint_dir and storage == "disk" else None)
+            predict = feature_cache.predictor(feature_model)
             x, y = feature_cache.compute_features(feature_model, self.train, storage=storage,
-                                                  directory=directory)
+                                                  directory=directory, predict=predict)
             # Cached features keep the data's own order unless it reshuffles by epoch.
             train = feature_cache.feature_dataset(
                 x, y, batch_size=self.batch_size,
                 shuffle=feature_cache.shuffles(self.train), seed=self.seed)
             validation = None
             if self.validation is not None:
-                vx, vy = feature_cache.compute_features(feature_model, self.validation)
+                vx, vy = feature_cache.compute_features(feature_model, self.validation,
+                                                        predict=predict)
                 validation = feature_cache.feature_dataset(
                     vx, vy, batch_size=self.batch_size, shuffle=False, seed=None)
             self.timings["feature_extraction"] = time.time() - start
