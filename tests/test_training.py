@@ -319,3 +319,44 @@ def test_multi_worker_mirrored_strategy_with_two_processes_trains(tmp_path):
     # Synchronous training: both workers see the same global loss every epoch.
     assert len(losses[0]) == 3 and np.all(np.isfinite(losses[0]))
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_discriminative_learning_rates_shrink_with_depth():
+    x, y = _data(16)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # one step
+    deltas = {}
+    for decay in (None, 0.1):
+        keras.utils.set_random_seed(5)
+        model = tftransfer.build_classifier("ResNet50", 2, image_size=32, weights=None,
+                                            dropout_rate=0.0)
+        backbone = tftransfer.find_backbone(model)
+        watched = {name: backbone.get_layer(name).kernel for name in
+                   ("conv5_block3_3_conv", "conv5_block2_3_conv")}
+        watched["head"] = model.get_layer("predictions").kernel
+        before = {name: v.numpy().copy() for name, v in watched.items()}
+        tftransfer.fit(model, dataset, head_epochs=0, fine_tune_epochs=1, unfreeze_blocks=2,
+                       optimizer="sgd", schedule="constant", fine_tune_learning_rate=0.01,
+                       discriminative_lr=decay, early_stopping_patience=None, verbose=0)
+        deltas[decay] = {name: v.numpy() - before[name] for name, v in watched.items()}
+    plain, scaled = deltas[None], deltas[0.1]
+    np.testing.assert_allclose(scaled["head"], plain["head"], rtol=1e-4, atol=1e-9)
+    # Weight deltas are differences of float32 weights: compare up to their rounding.
+    for name, factor in (("conv5_block3_3_conv", 0.1), ("conv5_block2_3_conv", 0.01)):
+        expected = factor * plain[name]
+        np.testing.assert_allclose(scaled[name], expected, rtol=1e-2, atol=1e-8)
+        assert np.abs(scaled[name]).sum() == pytest.approx(np.abs(expected).sum(), rel=1e-2)
+    assert np.abs(plain["conv5_block2_3_conv"]).max() > 0
+    with pytest.raises(ValueError, match="discriminative_lr"):
+        tftransfer.fit(_model(), dataset, discriminative_lr=2.0, verbose=0)
+
+
+def test_a_model_trained_with_discriminative_rates_saves_and_reloads(tmp_path):
+    x, y = _data(16)
+    model = _model()
+    tftransfer.fit(model, (x, y), head_epochs=0, fine_tune_epochs=1, discriminative_lr=0.5,
+                   verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    assert type(reloaded.optimizer) is keras.optimizers.Adam

@@ -11,6 +11,10 @@ TensorShape([1, 3])
 """
 
 from tftransfer import backbones, data, datasets, heads, layers, training
+
+# `tftransfer.export` is the export function; the export package's helpers are
+# re-exported here by name.
+from tftransfer.export import ExportResult, export, load_model, rest_request_body, tflite_predict
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import (
@@ -31,6 +35,7 @@ __all__ = [
     "Trainer",
     "TrainingResult",
     "BackboneSpec",
+    "ExportResult",
     "backbone_blocks",
     "backbone_info",
     "backbones",
@@ -38,6 +43,7 @@ __all__ = [
     "build_text_classifier",
     "data",
     "datasets",
+    "export",
     "find_backbone",
     "find_learning_rate",
     "fit",
@@ -45,6 +51,9 @@ __all__ = [
     "heads",
     "layers",
     "list_backbones",
+    "load_model",
+    "rest_request_body",
+    "tflite_predict",
     "training",
     "unfreeze",
     "__version__",

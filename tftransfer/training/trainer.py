@@ -19,6 +19,7 @@ from tftransfer.training import feature_cache
 from tftransfer.training.callbacks import default_callbacks
 from tftransfer.training.distributed import is_multi_worker, multi_worker_fit
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
+from tftransfer.training.optimizers import discriminative_multipliers, layerwise_optimizer
 from tftransfer.training.precision import apply_policy, model_policy, resolve_mixed_precision
 from tftransfer.training.schedules import SCHEDULES, make_schedule
 
@@ -108,7 +109,7 @@ class Trainer:
                  class_weight="auto", loss=None, metrics=None, mixed_precision="auto",
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
                  early_stopping_patience=3, tensorboard=False, strategy=None, batch_size=32,
-                 seed=1337, verbose="auto"):
+                 discriminative_lr=None, seed=1337, verbose="auto"):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
         self.head_epochs = _check_epochs(head_epochs, "head_epochs")
@@ -135,6 +136,12 @@ class Trainer:
         self.tensorboard = tensorboard
         self.user_callbacks = list(callbacks or [])
         self.optimizer = optimizer
+        if discriminative_lr is not None and (
+                isinstance(discriminative_lr, bool) or not isinstance(discriminative_lr, (int, float))
+                or not 0 < discriminative_lr <= 1):
+            raise ValueError("discriminative_lr: expected None or a decay factor in (0, 1]; "
+                             f"received {discriminative_lr!r}.")
+        self.discriminative_lr = discriminative_lr
         self.seed = seed
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
@@ -337,10 +344,12 @@ class Trainer:
                              "optimizer name ('adam', 'sgd', 'adamw', ...) or instance.") from None
         return type(base)(learning_rate=schedule)
 
-    def _compile(self, model, learning_rate, epochs):
+    def _compile(self, model, learning_rate, epochs, multipliers=None):
         scope = self.strategy.scope() if self.strategy is not None else _null_scope()
         with scope:
             optimizer = self._optimizer(learning_rate, epochs)
+            if multipliers:
+                optimizer = layerwise_optimizer(optimizer, multipliers)
             if self.policy == "mixed_float16" and not isinstance(
                     optimizer, keras.optimizers.LossScaleOptimizer):
                 # Keras scales the loss only when the outer model's own policy is
@@ -464,7 +473,10 @@ class Trainer:
                   f"rate {self.fine_tune_learning_rate:g}, unfreezing {what} "
                   f"({trainable:,} trainable weights).")
         callbacks = self._callbacks("fine_tune", self.fine_tune_learning_rate)
-        self._compile(self.model, self.fine_tune_learning_rate, self.fine_tune_epochs)
+        multipliers = (discriminative_multipliers(self.model, self.discriminative_lr)
+                       if self.discriminative_lr is not None else None)
+        self._compile(self.model, self.fine_tune_learning_rate, self.fine_tune_epochs,
+                      multipliers)
         history = self._fit(self.model, self.train, validation=self.validation,
                             epochs=self.head_epochs + self.fine_tune_epochs,
                             initial_epoch=self.head_epochs, callbacks=callbacks)
@@ -580,6 +592,10 @@ def fit(model, data, **kwargs):
         tensorboard: bool or a log folder. Defaults to `False`.
         strategy: a `tf.distribute.Strategy` or None (the active one, if any).
         batch_size: int. For `(x, y)` array data. Defaults to `32`.
+        discriminative_lr: float or None. Fine-tune with learning rates that
+            shrink with depth: the top unfrozen block at
+            `fine_tune_learning_rate * d`, the next at `* d**2`, and so on
+            (the head at the full rate). Defaults to None (one rate).
         seed: int. Shuffle seed for array data and cached features.
         verbose: `"auto"`, 0, 1 or 2.
 
