@@ -30,10 +30,24 @@ from tftransfer.training import (
 
 __version__ = "0.1.0"
 
+_LAZY = {"tune": "tftransfer.tuning", "TransferHyperModel": "tftransfer.tuning",
+         "TuningResult": "tftransfer.tuning"}
+
+
+def __getattr__(name):
+    # keras-tuner (and tensorboard under it) load only when a search is asked for.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tftransfer' has no attribute {name!r}")
+
 __all__ = [
     "BackboneInfo",
     "Trainer",
     "TrainingResult",
+    "TransferHyperModel",
+    "TuningResult",
     "BackboneSpec",
     "ExportResult",
     "backbone_blocks",
@@ -55,6 +69,7 @@ __all__ = [
     "rest_request_body",
     "tflite_predict",
     "training",
+    "tune",
     "unfreeze",
     "__version__",
 ]

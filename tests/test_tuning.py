@@ -1,0 +1,163 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import tftransfer
+from tftransfer.training.freezing import backbone_blocks
+
+FIXED_HEAD = {"head_learning_rate": [1e-3], "dropout_rate": [0.2]}
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    return tftransfer.data.from_arrays(x, y, validation_split=0.25)
+
+
+@pytest.mark.slow
+def test_search_shares_the_head_and_opens_the_searched_blocks(tmp_path):
+    result = tftransfer.tune("MobileNetV2", _data(), max_trials=5, weights=None,
+                             directory=tmp_path, head_epochs=2, fine_tune_epochs=1,
+                             search_space={**FIXED_HEAD, "unfreeze_blocks": (0, 6)}, seed=3)
+    completed = [t for t in result.trials if t["status"] == "COMPLETED"]
+    assert len(completed) == 5
+    depths = {t["hyperparameters"]["unfreeze_blocks"] for t in completed}
+    rates = {t["hyperparameters"]["fine_tune_learning_rate"] for t in completed}
+    assert len(depths) >= 2 and len(rates) == 5
+    # One head phase for the one head setting; every trial started from its weights.
+    assert result.head_phases_run == 1
+    log = result.tuner.hypermodel.log
+    assert [entry["head_reused"] for entry in log] == [False, True, True, True, True]
+    assert len({entry["head_start_checksum"] for entry in log}) == 1
+    # Each trial's backbone had exactly the trainable layers its depth says.
+    probe = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None)
+    blocks = backbone_blocks(probe)
+    backbone = tftransfer.find_backbone(probe)
+    for entry in log:
+        depth = entry["hyperparameters"]["unfreeze_blocks"]
+        names = {n for _, names in blocks[len(blocks) - depth:] for n in names} if depth else set()
+        expected = [layer.name for layer in backbone.layers if layer.name in names
+                    and layer.weights and not layer.name.endswith(("_BN", "_bn"))
+                    and "bn" not in layer.name.lower()]
+        assert entry["trainable_backbone_layers"] == expected
+    assert result.best_model is not None and result.best_hyperparameters
+    assert os.path.getsize(result.plot_path) > 1000
+    assert all(t["rss_mb"] > 0 for t in completed)
+
+
+def test_bad_search_arguments():
+    data = _data()
+    with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['momentum'\]"):
+        tftransfer.tune("MobileNetV2", data, search_space={"momentum": (0.1, 0.9)},
+                        weights=None, max_trials=1)
+    with pytest.raises(ValueError, match="objective: the model reports"):
+        tftransfer.tune("MobileNetV2", data, objective="val_auc", weights=None)
+    with pytest.raises(ValueError, match="max_trials: expected an int of at least 1"):
+        tftransfer.tune("MobileNetV2", data, max_trials=0, weights=None)
+    with pytest.raises(ValueError, match="unfreeze_blocks up to 40"):
+        tftransfer.tune("MobileNetV2", data, search_space={"unfreeze_blocks": (0, 40)},
+                        weights=None, max_trials=1)
+    no_validation = tftransfer.data.from_arrays(np.zeros((8, 32, 32, 3)), np.arange(8) % 2,
+                                                validation_split=0.0)
+    with pytest.raises(ValueError, match="needs a validation split"):
+        tftransfer.tune("MobileNetV2", no_validation, weights=None)
+
+
+_SEARCH_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import numpy as np, keras, tftransfer
+    directory, kill_after = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (48, 32, 32, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    data = tftransfer.data.from_arrays(x, y, validation_split=0.25)
+    from tftransfer import tuning
+    original_fit = tuning.TransferHyperModel.fit
+    def fit(self, hp, model, *args, **kwargs):
+        with open(os.path.join(directory, f"ran_{os.getpid()}.jsonl"), "a") as handle:
+            handle.write(json.dumps(hp.values, sort_keys=True) + "\\n")
+        return original_fit(self, hp, model, *args, **kwargs)
+    tuning.TransferHyperModel.fit = fit
+    import keras_tuner
+    original_end = keras_tuner.engine.base_tuner.BaseTuner.on_trial_end
+    def on_trial_end(self, trial):
+        original_end(self, trial)
+        if kill_after:
+            done = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
+            if len(done) == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+    keras_tuner.engine.base_tuner.BaseTuner.on_trial_end = on_trial_end
+    result = tftransfer.tune("MobileNetV2", data, max_trials=4, weights=None,
+                             directory=directory, project_name="resume", head_epochs=1,
+                             fine_tune_epochs=1, search_space={"head_learning_rate": [1e-3],
+                             "dropout_rate": [0.0]})
+    print("DONE", len([t for t in result.trials if t["status"] == "COMPLETED"]))
+""")
+
+
+def _ran(directory):
+    runs = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("ran_"):
+            with open(os.path.join(directory, name)) as handle:
+                runs.extend(handle.read().splitlines())
+    return runs
+
+
+@pytest.mark.slow
+def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
+    script = tmp_path / "search.py"
+    script.write_text(_SEARCH_SCRIPT)
+    killed = subprocess.run([sys.executable, str(script), str(tmp_path), "2"],
+                            capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(_ran(tmp_path)) == 2
+    resumed = subprocess.run([sys.executable, str(script), str(tmp_path), "0"],
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "DONE 4" in resumed.stdout
+    runs = _ran(tmp_path)
+    assert len(runs) == 4 and len(set(runs)) == 4  # the first two were not run again
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_chief_and_two_workers_finish_all_trials_once(tmp_path):
+    script = tmp_path / "search.py"
+    script.write_text(_SEARCH_SCRIPT)
+    port = _free_port()
+    processes = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id,
+               "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+        processes[tuner_id] = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), "0"], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = {}
+    try:
+        for tuner_id, process in processes.items():
+            outputs[tuner_id] = process.communicate(timeout=900)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+    for tuner_id, process in processes.items():
+        assert process.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
+    runs = _ran(tmp_path)
+    assert len(runs) == 4 and len(set(runs)) == 4  # every trial once, across the workers
+    assert len([n for n in os.listdir(tmp_path) if n.startswith("ran_")]) >= 1
+    oracle = json.loads((tmp_path / "resume" / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == 4

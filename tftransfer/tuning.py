@@ -1,0 +1,440 @@
+"""keras-tuner search over freeze depth and learning rates, sharing the head phase.
+
+A plain keras-tuner loop trains the head from scratch in every trial. Here the
+backbone's features are computed once per search (the head phase trains on
+them), the head phase runs once per distinct head setting (head learning
+rate, dropout) and its weights are kept on disk, and every trial that
+fine-tunes from that head setting starts from those weights. What is searched
+(`TransferHyperModel`), how the next trial is chosen (keras-tuner's oracles)
+and who runs the trials (keras-tuner's tuners) stay separate: the hypermodel
+works with any keras-tuner Tuner.
+"""
+
+import dataclasses
+import gc
+import hashlib
+import json
+import os
+import time
+import warnings
+from typing import Dict, List, Optional
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from tftransfer.data.bundle import DatasetBundle
+from tftransfer.models import build_classifier
+from tftransfer.training import feature_cache
+from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
+
+SEARCHABLE = ("unfreeze_blocks", "fine_tune_learning_rate", "head_learning_rate", "dropout_rate")
+TUNERS = ("bayesian", "hyperband", "random")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
+HEAD_LAYERS = ("head_dense_", "predictions")
+
+
+def rss_mb():
+    """This process's resident memory in MB (Linux /proc, else psutil, else 0)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError):
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2 ** 20
+        except ImportError:
+            return 0.0
+
+
+def _define(hp, name, spec):
+    """Declares one hyperparameter from a compact spec."""
+    if isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and not isinstance(spec, list):
+        low, high = spec[0], spec[1]
+        sampling = spec[2] if len(spec) == 3 else "linear"
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            return hp.Int(name, low, high)
+        return hp.Float(name, float(low), float(high), sampling=sampling)
+    if isinstance(spec, list):
+        return hp.Choice(name, spec)
+    return hp.Fixed(name, spec)
+
+
+class TransferHyperModel(kt.HyperModel):
+    """A keras-tuner HyperModel for transfer learning.
+
+    Any keras-tuner Tuner accepts it. `build(hp)` returns the classifier
+    with its backbone's top `unfreeze_blocks` blocks open; `fit(hp, model,
+    ...)` runs the head phase (shared between trials with the same head
+    setting, trained on features computed once) and then fine-tunes.
+
+    Args:
+        backbone: str or Keras object. As in `build_classifier()`.
+        data: `DatasetBundle`. Needs a validation split for `val_*`
+            objectives.
+        search_space: dict or None. Name -> spec: `(low, high)` ints or
+            floats (`(low, high, "log")` for log sampling), a list (a
+            choice), or a single value (fixed). Names: `unfreeze_blocks`,
+            `fine_tune_learning_rate`, `head_learning_rate`,
+            `dropout_rate`. Entries replace the defaults: unfreeze blocks
+            0..min(N, 6), fine-tune learning rate log-uniform 1e-6..1e-3, head
+            learning rate in {1e-3, 3e-3}, dropout in {0.0, 0.25, 0.5}.
+        head_epochs: int. Defaults to `3`.
+        fine_tune_epochs: int. Defaults to `3`.
+        weights: as in `build_classifier()`. Defaults to `"imagenet"`.
+        cache_dir: str or None. Where the shared head weights go.
+        seed: int. Defaults to `1337`.
+
+    Example:
+
+    >>> import tftransfer  # doctest: +SKIP
+    >>> hypermodel = tftransfer.TransferHyperModel("MobileNetV2", data)  # doctest: +SKIP
+    >>> tuner = keras_tuner.RandomSearch(hypermodel, "val_accuracy", 5)  # doctest: +SKIP
+    """
+
+    def __init__(self, backbone, data, *, search_space=None, head_epochs=3,
+                 fine_tune_epochs=3, weights="imagenet", cache_dir=None, seed=1337,
+                 verbose=0):
+        super().__init__(name="transfer")
+        if not isinstance(data, DatasetBundle):
+            raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
+                            f"received {type(data).__name__}.")
+        self.backbone = backbone
+        self.data = data
+        self.weights = weights
+        self.head_epochs = int(head_epochs)
+        self.fine_tune_epochs = int(fine_tune_epochs)
+        self.seed = seed
+        self.verbose = verbose
+        self.cache_dir = cache_dir
+        self.num_blocks = self._count_blocks()
+        self.search_space = self._space(search_space or {})
+        self._features = None
+        self.head_runs = 0
+        self.log: List[dict] = []
+
+    def _count_blocks(self):
+        probe = build_classifier(self.backbone, self.data.num_classes,
+                                 image_size=self.data.image_size, weights=None)
+        try:
+            count = len(backbone_blocks(probe))
+        except ValueError:
+            count = 1  # a TF-Hub module: frozen (0) or fine-tuned whole (1)
+        del probe
+        keras.backend.clear_session()
+        return count
+
+    def _space(self, given):
+        if not isinstance(given, dict):
+            raise TypeError("search_space: expected a dict of name -> spec; received "
+                            f"{type(given).__name__}.")
+        unknown = sorted(set(given) - set(SEARCHABLE))
+        if unknown:
+            raise ValueError(f"search_space: unknown hyperparameter(s) {unknown}; the "
+                             f"searchable ones are {list(SEARCHABLE)}.")
+        space = {
+            "unfreeze_blocks": (0, min(self.num_blocks, 6)),
+            "fine_tune_learning_rate": (1e-6, 1e-3, "log"),
+            "head_learning_rate": [1e-3, 3e-3],
+            "dropout_rate": [0.0, 0.25, 0.5],
+        }
+        space.update(given)
+        blocks = space["unfreeze_blocks"]
+        highest = max(blocks) if isinstance(blocks, (list, tuple)) else blocks
+        if highest > self.num_blocks:
+            raise ValueError(f"search_space: unfreeze_blocks up to {highest}, but the "
+                             f"backbone has {self.num_blocks} blocks.")
+        return space
+
+    def build(self, hp):
+        values = {name: _define(hp, name, spec) for name, spec in self.search_space.items()}
+        keras.utils.set_random_seed(self.seed)  # the same backbone (and head init) every trial
+        model = build_classifier(self.backbone, self.data.num_classes,
+                                 image_size=self.data.image_size, weights=self.weights,
+                                 dropout_rate=float(values["dropout_rate"]))
+        self._unfreeze(model, int(values["unfreeze_blocks"]))
+        model.compile(keras.optimizers.Adam(float(values["fine_tune_learning_rate"])),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    @staticmethod
+    def _unfreeze(model, blocks):
+        backbone = find_backbone(model)
+        if blocks == 0:
+            freeze(model)
+        elif isinstance(backbone, keras.Model):
+            unfreeze(model, blocks=blocks)
+        else:
+            unfreeze(model)
+
+    # --- the shared head phase ------------------------------------------------------
+
+    def _head_key(self, hp):
+        key = json.dumps({"head_learning_rate": hp.get("head_learning_rate"),
+                          "dropout_rate": hp.get("dropout_rate"),
+                          "head_epochs": self.head_epochs, "seed": self.seed},
+                         sort_keys=True)
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    def _head_path(self, key):
+        return os.path.join(self.cache_dir, f"head_{key}.npz") if self.cache_dir else None
+
+    def _features_for(self, model):
+        """Backbone features of the train and validation splits, computed once.
+
+        Every trial builds the same backbone (same weights, same seed), so the
+        features of the first trial's frozen backbone serve them all.
+        """
+        if self._features is None:
+            feature_model, _ = feature_cache.split_model(model)
+            predict = feature_cache.predictor(feature_model)
+            train = feature_cache.compute_features(feature_model, self.data.train,
+                                                   predict=predict)
+            validation = (feature_cache.compute_features(
+                feature_model, self.data.validation, predict=predict)
+                if self.data.validation is not None else None)
+            self._features = (train, validation)
+        return self._features
+
+    @staticmethod
+    def _head_layers(model):
+        return [layer for layer in model.layers
+                if layer.name.startswith(HEAD_LAYERS) and layer.weights]
+
+    def _train_head(self, hp, model):
+        """Trains the head on cached features, or loads it if this setting ran before."""
+        key = self._head_key(hp)
+        path = self._head_path(key)
+        layers = self._head_layers(model)
+        if path and os.path.exists(path):
+            stored = np.load(path)
+            values = [stored[f"w{i}"] for i in range(len(stored.files))]
+            weights = [w for layer in layers for w in layer.weights]
+            for weight, value in zip(weights, values):
+                weight.assign(value)
+            return True
+        (x, y), validation = self._features_for(model)
+        _, head = feature_cache.split_model(model)
+        keras.utils.set_random_seed(self.seed)
+        head.compile(keras.optimizers.Adam(float(hp.get("head_learning_rate"))),
+                     "sparse_categorical_crossentropy", metrics=["accuracy"])
+        head.fit(feature_cache.feature_dataset(x, y, batch_size=32, shuffle=True,
+                                               seed=self.seed),
+                 epochs=self.head_epochs, verbose=self.verbose)
+        self.head_runs += 1
+        if path:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            values = [w.numpy() for layer in layers for w in layer.weights]
+            temporary = f"{path}.{os.getpid()}.tmp.npz"
+            np.savez(temporary, **{f"w{i}": v for i, v in enumerate(values)})
+            os.replace(temporary, path)
+        return False
+
+    def fit(self, hp, model, *args, **kwargs):
+        start, rss_before = time.time(), rss_mb()
+        kwargs.pop("x", None)
+        epochs = kwargs.pop("epochs", None) or self.fine_tune_epochs
+        initial_epoch = kwargs.pop("initial_epoch", 0)
+        callbacks = kwargs.pop("callbacks", [])
+        blocks = int(hp.get("unfreeze_blocks"))
+        # The head phase needs the backbone frozen: freeze, train or load the
+        # head, then open the searched blocks again and recompile.
+        freeze(model)
+        reused = self._train_head(hp, model)
+        self._unfreeze(model, blocks)
+        model.compile(keras.optimizers.Adam(float(hp.get("fine_tune_learning_rate"))),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+        head_start = [w.numpy().copy() for layer in self._head_layers(model)
+                      for w in layer.weights]
+        history = model.fit(self.data.train, validation_data=self.data.validation,
+                            epochs=epochs, initial_epoch=initial_epoch,
+                            callbacks=callbacks, verbose=self.verbose, shuffle=False)
+        trainable = [layer.name for layer in find_backbone(model).layers
+                     if getattr(layer, "trainable", False) and layer.trainable_weights] \
+            if isinstance(find_backbone(model), keras.Model) else []
+        self.log.append({
+            "hyperparameters": dict(hp.values), "head_reused": reused,
+            "head_start_checksum": float(sum(float(np.abs(w).sum()) for w in head_start)),
+            "trainable_backbone_layers": trainable,
+            "seconds": round(time.time() - start, 3),
+            "rss_mb": round(rss_mb(), 1), "rss_growth_mb": round(rss_mb() - rss_before, 1),
+            "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        })
+        gc.collect()
+        return history
+
+
+
+@dataclasses.dataclass
+class TuningResult:
+    """What `tftransfer.tune()` returns.
+
+    Attributes:
+        best_model: `keras.Model` or None (None on a worker process).
+        best_hyperparameters: dict.
+        trials: list of dicts, one per finished trial: id, hyperparameters,
+            score, and (for trials this process ran) seconds, RSS and
+            whether the head was reused.
+        plot_path: str or None. Objective against unfreeze depth and
+            fine-tuning learning rate.
+        head_phases_run: int. Head phases this process trained.
+        tuner: the keras-tuner Tuner.
+    """
+
+    best_model: Optional[keras.Model]
+    best_hyperparameters: Dict[str, object]
+    trials: List[dict]
+    plot_path: Optional[str]
+    head_phases_run: int
+    tuner: object
+
+
+def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
+         objective="val_accuracy", directory="tuning", project_name=None, overwrite=False,
+         head_epochs=3, fine_tune_epochs=3, executions_per_trial=1, weights="imagenet",
+         seed=1337, verbose=0):
+    """Searches freeze depth and learning rates with keras-tuner, sharing the head phase.
+
+    Backbone features are computed once per search; each distinct head
+    setting (head learning rate, dropout) trains its head once, on those
+    features, and every trial that fine-tunes from it starts from the same
+    head weights (kept under `<directory>/<project_name>/heads/`). The
+    session is cleared between trials. Run again with `overwrite=False`
+    after a kill and the search goes on without repeating finished trials.
+    With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT
+    set, processes act as keras-tuner's chief (`KERASTUNER_TUNER_ID=chief`,
+    which serves the oracle) and workers (any other id), for a search across
+    machines.
+
+    Args:
+        backbone: str or Keras object. As in `build_classifier()`.
+        data: `DatasetBundle` with a validation split.
+        search_space: dict or None. See `TransferHyperModel`.
+        tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to
+            `"random"`.
+        max_trials: int. Defaults to `10`.
+        objective: `"val_accuracy"`, `"val_loss"`, `"accuracy"` or
+            `"loss"`. Defaults to `"val_accuracy"`.
+        directory: str. Defaults to `"tuning"`.
+        project_name: str or None. Defaults to `"<backbone>_search"`.
+        overwrite: bool. Start over. Defaults to `False` (resume).
+        head_epochs: int. Defaults to `3`.
+        fine_tune_epochs: int. Defaults to `3`.
+        executions_per_trial: int. Defaults to `1`.
+        weights: as in `build_classifier()`. Defaults to `"imagenet"`.
+        seed: int. Defaults to `1337`.
+        verbose: int. Defaults to `0`.
+
+    Returns:
+        A `TuningResult`.
+
+    Example:
+
+    >>> import tftransfer  # doctest: +SKIP
+    >>> result = tftransfer.tune("MobileNetV2", data, max_trials=8)  # doctest: +SKIP
+    >>> result.best_hyperparameters  # doctest: +SKIP
+    """
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"max_trials: expected an int of at least 1; received {max_trials!r}.")
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner: expected one of {TUNERS}; received {tuner!r}.")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: the model reports {list(OBJECTIVES)}; received "
+                         f"{objective!r}.")
+    if isinstance(data, DatasetBundle) and objective.startswith("val_") and data.validation is None:
+        raise ValueError(f"objective: {objective!r} needs a validation split, and the data has "
+                         "none; build it with validation_split > 0 or use 'loss'/'accuracy'.")
+    name = backbone if isinstance(backbone, str) else getattr(backbone, "name", "model")
+    project_name = project_name or "".join(
+        c if c.isalnum() else "_" for c in str(name).split("/")[-1]) + "_search"
+    project_dir = os.path.join(os.fspath(directory), project_name)
+    hypermodel = TransferHyperModel(backbone, data, search_space=search_space,
+                                    head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
+                                    weights=weights, seed=seed, verbose=verbose,
+                                    cache_dir=os.path.join(project_dir, "heads"))
+    direction = "min" if objective.endswith("loss") else "max"
+    common = dict(objective=kt.Objective(objective, direction), directory=directory,
+                  project_name=project_name, overwrite=overwrite, seed=seed)
+    if tuner == "random":
+        search = kt.RandomSearch(hypermodel, max_trials=max_trials,
+                                 executions_per_trial=executions_per_trial, **common)
+    elif tuner == "bayesian":
+        search = kt.BayesianOptimization(hypermodel, max_trials=max_trials,
+                                         executions_per_trial=executions_per_trial, **common)
+    else:
+        search = kt.Hyperband(hypermodel, max_epochs=max(fine_tune_epochs, 2),
+                              executions_per_trial=executions_per_trial, **common)
+    if overwrite and os.path.isdir(hypermodel.cache_dir):
+        import shutil
+
+        shutil.rmtree(hypermodel.cache_dir, ignore_errors=True)
+    search.search(epochs=fine_tune_epochs)
+
+    is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
+        "KERASTUNER_ORACLE_IP" in os.environ
+    # A worker's oracle is a client of the chief's: it knows only its own trials.
+    trials = _trial_table(search, hypermodel) if not is_worker else [
+        {"trial_id": None, "status": "COMPLETED", "score": None,
+         "hyperparameters": entry["hyperparameters"],
+         **{k: entry[k] for k in ("seconds", "rss_mb", "rss_growth_mb", "head_reused")}}
+        for entry in hypermodel.log]
+    best_hp = {}
+    best_model = None
+    if not is_worker:
+        best = search.get_best_hyperparameters(1)
+        best_hp = dict(best[0].values) if best else {}
+        with warnings.catch_warnings():
+            # keras-tuner restores the trial checkpoint's optimizer state into a
+            # model built without one; the weights are what count here.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            models = search.get_best_models(1) if best else []
+        best_model = models[0] if models else None
+    plot_path = None if is_worker else _plot_trials(trials, objective,
+                                                    os.path.join(project_dir, "trials.png"))
+    return TuningResult(best_model=best_model, best_hyperparameters=best_hp, trials=trials,
+                        plot_path=plot_path, head_phases_run=hypermodel.head_runs,
+                        tuner=search)
+
+
+def _trial_table(search, hypermodel):
+    ran = {json.dumps(entry["hyperparameters"], sort_keys=True): entry
+           for entry in hypermodel.log}
+    rows = []
+    for trial in search.oracle.trials.values():
+        values = dict(trial.hyperparameters.values)
+        entry = ran.get(json.dumps(values, sort_keys=True), {})
+        rows.append({"trial_id": trial.trial_id, "status": str(trial.status),
+                     "score": trial.score, "hyperparameters": values,
+                     **{k: entry[k] for k in ("seconds", "rss_mb", "rss_growth_mb", "head_reused")
+                        if k in entry}})
+    return sorted(rows, key=lambda row: row["trial_id"])
+
+
+def _plot_trials(trials, objective, path):
+    scored = [t for t in trials if t["score"] is not None]
+    if not scored:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    depth = [t["hyperparameters"].get("unfreeze_blocks", 0) for t in scored]
+    rates = [t["hyperparameters"].get("fine_tune_learning_rate", 0) for t in scored]
+    scores = [t["score"] for t in scored]
+    axes[0].scatter(depth, scores)
+    axes[0].set_xlabel("unfreeze_blocks")
+    axes[1].scatter(rates, scores)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("fine_tune_learning_rate")
+    for axis in axes:
+        axis.set_ylabel(objective)
+    figure.suptitle("Trials")
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
