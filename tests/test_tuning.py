@@ -161,3 +161,45 @@ def test_a_chief_and_two_workers_finish_all_trials_once(tmp_path):
     assert len([n for n in os.listdir(tmp_path) if n.startswith("ran_")]) >= 1
     oracle = json.loads((tmp_path / "resume" / "oracle.json").read_text())
     assert len(oracle["end_order"]) == 4
+
+
+def test_cli_role_flags_set_the_keras_tuner_environment():
+    from tftransfer import cli
+
+    assert cli.distributed_tuning_env("chief", "10.0.0.1:8000") == {
+        "KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "10.0.0.1",
+        "KERASTUNER_ORACLE_PORT": "8000"}
+    assert cli.distributed_tuning_env("worker", "10.0.0.1:8000", "worker3")[
+        "KERASTUNER_TUNER_ID"] == "worker3"
+    assert cli.distributed_tuning_env(None, None) == {}
+
+
+def test_cli_tune_mistakes_are_one_line_and_exit_code_2(tmp_path, capsys):
+    from tftransfer import cli
+
+    assert cli.main(["tune", str(tmp_path / "missing")]) == 2
+    assert cli.main(["tune", str(tmp_path), "--role", "worker", "--oracle", "h:1"]) == 2
+    assert cli.main(["tune", str(tmp_path), "--backbone", "resnet5"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("tftransfer: error:") for line in errors)
+    assert "does not exist" in errors[0] and "--tuner-id" in errors[1] and "ResNet50" in errors[2]
+
+
+@pytest.mark.slow
+def test_cli_tune_runs_a_search_on_a_folder(tmp_path, capsys):
+    from PIL import Image
+
+    from tftransfer import cli
+
+    for label, name in enumerate(["dark", "light"]):
+        os.makedirs(tmp_path / "data" / name)
+        for index in range(12):
+            value = 40 + index if label == 0 else 200 + index
+            Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(
+                tmp_path / "data" / name / f"{index}.png")
+    code = cli.main(["tune", str(tmp_path / "data"), "--image-size", "32", "--weights", "none",
+                     "--max-trials", "2", "--head-epochs", "1", "--fine-tune-epochs", "1",
+                     "--directory", str(tmp_path / "tuning")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "trials finished here: 2" in out and "best hyperparameters" in out

@@ -222,7 +222,7 @@ class TransferHyperModel(kt.HyperModel):
                      "sparse_categorical_crossentropy", metrics=["accuracy"])
         head.fit(feature_cache.feature_dataset(x, y, batch_size=32, shuffle=True,
                                                seed=self.seed),
-                 epochs=self.head_epochs, verbose=self.verbose)
+                 epochs=self.head_epochs, verbose=self.verbose, shuffle=False)
         self.head_runs += 1
         if path:
             os.makedirs(self.cache_dir, exist_ok=True)
