@@ -203,3 +203,17 @@ def test_cli_tune_runs_a_search_on_a_folder(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "trials finished here: 2" in out and "best hyperparameters" in out
+
+
+@pytest.mark.slow
+def test_isolated_trials_run_in_their_own_processes(tmp_path):
+    result = tftransfer.tune("MobileNetV2", _data(), max_trials=3, weights=None,
+                             directory=tmp_path, head_epochs=1, fine_tune_epochs=1,
+                             search_space=FIXED_HEAD, isolate_trials=True)
+    completed = [t for t in result.trials if t["status"] == "COMPLETED"]
+    assert len(completed) == 3
+    log = result.tuner.hypermodel.log
+    assert len(log) == 3
+    assert [entry["head_reused"] for entry in log] == [False, True, True]
+    assert result.head_phases_run == 0  # this process trained nothing itself
+    assert result.best_model is not None
