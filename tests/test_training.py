@@ -13,6 +13,9 @@ import tensorflow as tf
 import tftransfer
 from tftransfer.training import WarmupCosine
 
+sys.path.insert(0, os.path.dirname(__file__))
+from processes import communicate_all, free_port, popen  # noqa: E402
+
 
 def _data(n=96, size=32, seed=0):
     rng = np.random.default_rng(seed)
@@ -282,34 +285,17 @@ _WORKER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_multi_worker_mirrored_strategy_with_two_processes_trains(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER_SCRIPT)
-    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
-        processes.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    outputs = []
-    try:
-        for process in processes:
-            out, err = process.communicate(timeout=600)
-            outputs.append((process.returncode, out, err))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
+        processes.append(popen([sys.executable, str(script)],
+                               {**os.environ, "TF_CONFIG": json.dumps(config)}))
+    outputs = communicate_all(processes, timeout=600).values()
     losses = []
     for returncode, out, err in outputs:
         assert returncode == 0, err[-3000:]

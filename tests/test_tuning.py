@@ -1,7 +1,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,9 @@ import pytest
 
 import tftransfer
 from tftransfer.training.freezing import backbone_blocks
+
+sys.path.insert(0, os.path.dirname(__file__))
+from processes import communicate_all, free_port, popen  # noqa: E402
 
 FIXED_HEAD = {"head_learning_rate": [1e-3], "dropout_rate": [0.2]}
 
@@ -128,34 +130,18 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(runs) == 4 and len(set(runs)) == 4  # the first two were not run again
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_chief_and_two_workers_finish_all_trials_once(tmp_path):
     script = tmp_path / "search.py"
     script.write_text(_SEARCH_SCRIPT)
-    port = _free_port()
+    port = free_port()
     processes = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id,
                "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
-        processes[tuner_id] = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path), "0"], env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    outputs = {}
-    try:
-        for tuner_id, process in processes.items():
-            outputs[tuner_id] = process.communicate(timeout=900)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-    for tuner_id, process in processes.items():
-        assert process.returncode == 0, (tuner_id, outputs[tuner_id][1][-3000:])
+        processes[tuner_id] = popen([sys.executable, str(script), str(tmp_path), "0"], env)
+    for tuner_id, (returncode, _, err) in communicate_all(processes).items():
+        assert returncode == 0, (tuner_id, err[-3000:])
     runs = _ran(tmp_path)
     assert len(runs) == 4 and len(set(runs)) == 4  # every trial once, across the workers
     assert len([n for n in os.listdir(tmp_path) if n.startswith("ran_")]) >= 1
