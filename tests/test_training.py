@@ -346,3 +346,21 @@ def test_a_model_trained_with_discriminative_rates_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
     assert type(reloaded.optimizer) is keras.optimizers.Adam
+
+
+def test_checkpoint_dir_writes_logs_and_tensorboard_on_request(tmp_path):
+    x, y = _data(32)
+    model = _model()
+    result = tftransfer.fit(model, tftransfer.data.from_arrays(x, y), head_epochs=1,
+                            fine_tune_epochs=1, checkpoint_dir=tmp_path / "run",
+                            tensorboard=str(tmp_path / "tb"), verbose=0)
+    written = set(os.listdir(tmp_path / "run"))
+    assert {"best.keras", "log.csv", "history.json", "head.done.weights.h5",
+            "fine_tune.done.weights.h5"} <= written
+    assert not any(name.endswith(".tmp") or ".tmp." in name for name in written)
+    with open(tmp_path / "run" / "history.json") as handle:
+        assert json.load(handle)["phase"] == ["head", "fine_tune"]
+    assert any(files for _, _, files in os.walk(tmp_path / "tb"))  # event files
+    reloaded = tftransfer.load_model(str(tmp_path / "run" / "best.keras"))
+    assert reloaded.output_shape == model.output_shape
+    assert result.history["epoch"] == [0, 1]
