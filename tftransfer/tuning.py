@@ -492,8 +492,6 @@ def _isolated_search(search, hypermodel, project_dir, settings):
     import sys
     import threading
 
-    import tensorflow as tf
-
     if not isinstance(settings["backbone"], str):
         raise ValueError("isolate_trials: the backbone must be a name or a 'tfhub:' handle, so "
                          "that trial processes can build it.")
@@ -543,7 +541,6 @@ def _isolated_search(search, hypermodel, project_dir, settings):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    del tf
 
 
 def _run_one_isolated_trial(spec_path):

@@ -66,7 +66,7 @@ def find_learning_rate(model, data, *, min_learning_rate=1e-7, max_learning_rate
     True
     """
     from tftransfer.data.bundle import DatasetBundle
-    from tftransfer.training.trainer import _task_of
+    from tftransfer.training.trainer import _task_of, default_loss
 
     if isinstance(data, DatasetBundle):
         data = data.train
@@ -77,10 +77,7 @@ def find_learning_rate(model, data, *, min_learning_rate=1e-7, max_learning_rate
         raise ValueError(f"steps: expected an int of at least 5; received {steps!r}.")
     if loss is None:
         task, _ = _task_of(model)
-        loss = {"multiclass": keras.losses.SparseCategoricalCrossentropy(),
-                "binary": keras.losses.BinaryCrossentropy(),
-                "multilabel": keras.losses.BinaryCrossentropy()}.get(
-                    task, keras.losses.MeanSquaredError())
+        loss = default_loss(task)
     saved = [w.numpy() for w in model.weights]
     compiled = getattr(model, "compiled", False)
     previous = (model.optimizer, model.loss) if compiled else None

@@ -68,6 +68,17 @@ def _task_of(model):
     return "regression", units
 
 
+def default_loss(task, *, sparse_labels=True, label_smoothing=0.0):
+    """The loss that fits a head's task (see `_task_of`)."""
+    if task == "multiclass":
+        if sparse_labels:
+            return keras.losses.SparseCategoricalCrossentropy()
+        return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    if task in ("binary", "multilabel"):
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.MeanSquaredError()
+
+
 def _check_epochs(value, argument):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{argument}: expected a non-negative int; received {value!r}.")
@@ -217,6 +228,8 @@ class Trainer:
         try:
             inputs, labels = next(iter(self.train.take(1)))
             self.batch_size = int(inputs.shape[0])
+            # Kept for _check_loss, so that the first batch is read (decoded) once.
+            self._first_batch = (inputs, labels)
         except StopIteration:
             raise ValueError("data: the training data is empty.") from None
         except (TypeError, ValueError):
@@ -246,20 +259,17 @@ class Trainer:
     def _loss(self, loss):
         if loss is not None:
             return loss
-        if self.task == "multiclass":
-            if self.sparse_labels and self.label_smoothing == 0:
-                return keras.losses.SparseCategoricalCrossentropy()
-            if self.sparse_labels:
-                depth = self.num_outputs
-                to_one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth))  # noqa
-                self.train = self.train.map(to_one_hot)
-                if self.validation is not None:
-                    self.validation = self.validation.map(to_one_hot)
-                self.sparse_labels = False
-            return keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
-        if self.task in ("binary", "multilabel"):
-            return keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing)
-        return keras.losses.MeanSquaredError()
+        if self.task == "multiclass" and self.sparse_labels and self.label_smoothing > 0:
+            # Keras' sparse cross-entropy has no label smoothing: one-hot the labels.
+            depth = self.num_outputs
+            to_one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth))  # noqa
+            self.train = self.train.map(to_one_hot)
+            if self.validation is not None:
+                self.validation = self.validation.map(to_one_hot)
+            self._first_batch = to_one_hot(*self._first_batch)
+            self.sparse_labels = False
+        return default_loss(self.task, sparse_labels=self.sparse_labels,
+                            label_smoothing=self.label_smoothing)
 
     def _default_metrics(self):
         if self.task == "multiclass":
@@ -269,7 +279,7 @@ class Trainer:
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
     def _check_loss(self):
-        inputs, labels = next(iter(self.train.take(1)))
+        inputs, labels = self._first_batch
         loss = keras.losses.get(self.loss) if isinstance(self.loss, str) else self.loss
         outputs = self._input_model(inputs, training=False)
         try:
