@@ -203,3 +203,116 @@ def test_isolated_trials_run_in_their_own_processes(tmp_path):
     assert [entry["head_reused"] for entry in log] == [False, True, True]
     assert result.head_phases_run == 0  # this process trained nothing itself
     assert result.best_model is not None
+
+
+def _two_branch_classifier():
+    """A backbone whose open top consumes two frozen tensors (like NASNet cells)."""
+    import keras
+
+    from tftransfer.backbones.backbone import Backbone
+
+    inputs = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="stem_a")(inputs)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="stem_b")(inputs)
+    b = keras.layers.BatchNormalization(name="stem_bn")(b)
+    top = keras.layers.Conv2D(6, 1, name="top_conv")(keras.layers.Concatenate()([a, b]))
+    top = keras.layers.Add(name="top_add")([top, keras.layers.Conv2D(6, 1, name="skip")(a)])
+    backbone = Backbone(inputs, top, name="two_branch")
+    image = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0, name="preprocessing")(image)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pooling")(x)
+    x = keras.layers.Dropout(0.0, name="dropout")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    model = keras.Model(image, outputs)
+    for layer in backbone.layers:
+        layer.trainable = layer.name in ("top_conv", "skip")
+    return model
+
+
+def test_the_frozen_prefix_and_trainable_suffix_recompose_the_classifier():
+    from tftransfer.training import feature_cache
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    model = _two_branch_classifier()
+    cut = feature_cache.trainable_cut(tftransfer.find_backbone(model))
+    # top_conv reads the concatenation, skip reads stem_a: two tensors cross the cut.
+    assert len(cut) == 2
+    prefix = feature_cache.prefix_model(model, [t for _, t in cut])
+    suffix = feature_cache.suffix_model(model, cut)
+    np.testing.assert_allclose(suffix(prefix(x)), model(x), atol=1e-5)
+    assert {w.path for w in suffix.trainable_weights} == {w.path for w in model.trainable_weights}
+
+    mobilenet = tftransfer.build_classifier("MobileNetV2", 3, image_size=32, weights=None)
+    tftransfer.unfreeze(mobilenet, blocks=2)
+    cut = feature_cache.trainable_cut(tftransfer.find_backbone(mobilenet))
+    assert len(cut) == 1
+    prefix = feature_cache.prefix_model(mobilenet, [t for _, t in cut])
+    suffix = feature_cache.suffix_model(mobilenet, cut)
+    x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(suffix(prefix(x)), mobilenet(x), atol=1e-5)
+
+
+def test_training_the_suffix_on_cached_activations_trains_the_classifier_the_same():
+    import keras
+
+    from tftransfer.training import feature_cache
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (32, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+
+    def trained(cached):
+        keras.utils.set_random_seed(5)
+        model = tftransfer.build_classifier("MobileNetV2", 3, image_size=32, weights=None,
+                                            dropout_rate=0.0)
+        tftransfer.unfreeze(model, blocks=2)
+        if cached:
+            cut = feature_cache.trainable_cut(tftransfer.find_backbone(model))
+            prefix = feature_cache.prefix_model(model, [t for _, t in cut])
+            arrays, labels = feature_cache.compute_activations(
+                prefix, tf_batches(x, y))
+            target = feature_cache.suffix_model(model, cut)
+            data = feature_cache.activation_dataset(arrays, labels, batch_size=8,
+                                                    shuffle=False, seed=None)
+        else:
+            target, data = model, tf_batches(x, y)
+        target.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        history = target.fit(data, epochs=2, verbose=0, shuffle=False)
+        return model, history.history["loss"]
+
+    def tf_batches(x, y):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+    whole, whole_loss = trained(False)
+    cached, cached_loss = trained(True)
+    np.testing.assert_allclose(cached_loss, whole_loss, rtol=1e-4)
+    assert whole_loss[1] != whole_loss[0]  # it did train
+    for a, b in zip(whole.weights, cached.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, err_msg=a.path)
+
+
+@pytest.mark.slow
+def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classifier(tmp_path):
+    data = _data()
+    result = tftransfer.tune("MobileNetV2", data, max_trials=3, weights=None,
+                             directory=tmp_path, head_epochs=1, fine_tune_epochs=2,
+                             search_space={**FIXED_HEAD, "unfreeze_blocks": [0, 2, 4],
+                                           "fine_tune_learning_rate": [3e-3]}, seed=3)
+    log = result.tuner.hypermodel.log
+    assert len(log) == 3 and all(entry["fine_tuned_on_cached_activations"] for entry in log)
+    assert (tmp_path / "MobileNetV2_search" / "heads" / "activations.npz").exists()
+    # keras-tuner's checkpoint holds the whole classifier at its best epoch: the
+    # best model scores what the trial reported.
+    best = max((t for t in result.trials if t["score"] is not None), key=lambda t: t["score"])
+    result.best_model.compile(metrics=["accuracy"], loss="sparse_categorical_crossentropy")
+    accuracy = result.best_model.evaluate(data.validation, verbose=0, return_dict=True)
+    assert accuracy["accuracy"] == pytest.approx(best["score"], abs=1e-6)
+    # The same search without the activation cache runs the whole model.
+    plain = tftransfer.tune("MobileNetV2", data, max_trials=1, weights=None,
+                            directory=tmp_path, project_name="plain", head_epochs=1,
+                            fine_tune_epochs=1, activation_cache_mb=0,
+                            search_space={**FIXED_HEAD, "unfreeze_blocks": [2]})
+    assert not plain.tuner.hypermodel.log[0]["fine_tuned_on_cached_activations"]

@@ -86,6 +86,11 @@ class TransferHyperModel(kt.HyperModel):
         weights: as in `build_classifier()`. Defaults to `"imagenet"`.
         cache_dir: str or None. Where the shared head weights go.
         seed: int. Defaults to `1337`.
+        activation_cache_mb: int. Memory for the frozen part's activations:
+            fine-tuning trains only the open blocks and the head, on the
+            activations at the first open block, computed once for all the
+            searched depths that fit in this budget (the others run the whole
+            model). `0` turns it off. Defaults to `1024`.
 
     Example:
 
@@ -96,7 +101,7 @@ class TransferHyperModel(kt.HyperModel):
 
     def __init__(self, backbone, data, *, search_space=None, head_epochs=3,
                  fine_tune_epochs=3, weights="imagenet", cache_dir=None, seed=1337,
-                 verbose=0):
+                 verbose=0, activation_cache_mb=1024):
         super().__init__(name="transfer")
         if not isinstance(data, DatasetBundle):
             raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
@@ -112,6 +117,9 @@ class TransferHyperModel(kt.HyperModel):
         self.num_blocks = self._count_blocks()
         self.search_space = self._space(search_space or {})
         self._features = None
+        self.activation_cache_mb = activation_cache_mb
+        self._activations = {}  # cut tensor name -> (train array, validation array)
+        self._activation_labels = None
         self.head_runs = 0
         self.log: List[dict] = []
 
@@ -245,6 +253,122 @@ class TransferHyperModel(kt.HyperModel):
             os.replace(temporary, path)
         return False
 
+    # --- fine-tuning on cached activations -------------------------------------------
+
+    def _depths(self):
+        spec = self.search_space["unfreeze_blocks"]
+        if isinstance(spec, tuple):
+            return list(range(int(spec[0]), int(spec[1]) + 1))
+        return sorted({int(v) for v in (spec if isinstance(spec, list) else [spec])})
+
+    def _cached_fine_tuning(self, model, blocks):
+        """`(suffix model, train, validation)` on cached activations, or None.
+
+        None when the part before the open blocks is not frozen and
+        deterministic (augmented data, a random layer, a backbone in training
+        mode or not Functional) or its activations do not fit the budget.
+        """
+        if not self.activation_cache_mb or self.data.augmented:
+            return None
+        backbone = find_backbone(model)
+        shuffle = feature_cache.shuffles(self.data.train)
+        if blocks == 0:
+            if feature_cache.why_not_cacheable(model) is not None:
+                return None
+            (x, y), validation = self._features_for(model)
+            _, head = feature_cache.split_model(model)
+            train = feature_cache.feature_dataset(x, y, batch_size=self._batch_size(),
+                                                  shuffle=shuffle, seed=self.seed)
+            validation = (feature_cache.feature_dataset(
+                *validation, batch_size=self._batch_size(), shuffle=False, seed=None)
+                if validation is not None else None)
+            return head, train, validation
+        if not isinstance(backbone, keras.Model) or not getattr(backbone, "inference_mode", False):
+            return None
+        for layer in model.layers[:model.layers.index(backbone)]:
+            for sublayer in [layer] + list(layer._flatten_layers(include_self=False)):
+                if isinstance(sublayer, feature_cache.RANDOM_LAYERS):
+                    return None
+        cut = feature_cache.trainable_cut(backbone)
+        if not cut or not self._activations_for(model, blocks, cut):
+            return None
+        (y, vy) = self._activation_labels
+        names = [name for name, _ in cut]
+        suffix = feature_cache.suffix_model(model, cut)
+        train = feature_cache.activation_dataset(
+            [self._activations[name][0] for name in names], y,
+            batch_size=self._batch_size(), shuffle=shuffle, seed=self.seed)
+        validation = (feature_cache.activation_dataset(
+            [self._activations[name][1] for name in names], vy,
+            batch_size=self._batch_size(), shuffle=False, seed=None)
+            if vy is not None else None)
+        return suffix, train, validation
+
+    def _batch_size(self):
+        if not hasattr(self, "_batch"):
+            inputs, _ = next(iter(self.data.train.take(1)))
+            self._batch = int(inputs.shape[0])
+        return self._batch
+
+    def _examples(self):
+        return sum(sum(self.data.counts.get(split, {}).values())
+                   for split in ("train", "validation")) or 1
+
+    def _activations_for(self, model, blocks, cut):
+        """Activations at every searched depth's cut, in one pass; False if over budget."""
+        if all(name in self._activations for name, _ in cut):
+            return True
+        path = os.path.join(self.cache_dir, "activations.npz") if self.cache_dir else None
+        if path and os.path.exists(path):
+            stored = np.load(path)
+            if all(f"{name}.x" in stored.files and
+                   stored[f"{name}.x"].shape[1:] == tuple(t.shape[1:]) for name, t in cut):
+                for name in {f.rsplit(".", 1)[0] for f in stored.files if "." in f}:
+                    self._activations[name] = (
+                        stored[f"{name}.x"],
+                        stored[f"{name}.vx"] if f"{name}.vx" in stored.files else None)
+                self._activation_labels = (stored["y"],
+                                           stored["vy"] if "vy" in stored.files else None)
+                return True
+        backbone = find_backbone(model)
+        budget = self.activation_cache_mb * 2 ** 20
+        examples = self._examples()
+        chosen, used = {}, 0
+        # The deepest cuts are the smallest: take depths from 1 up while they fit.
+        for depth in sorted(d for d in self._depths() if d > 0):
+            self._unfreeze(model, depth)
+            tensors = dict(feature_cache.trainable_cut(backbone))
+            new = {name: t for name, t in tensors.items() if name not in chosen}
+            size = sum(int(np.prod(t.shape[1:])) * 4 for t in new.values()) * examples
+            if used + size > budget:
+                continue
+            chosen.update(new)
+            used += size
+        self._unfreeze(model, blocks)
+        if not all(name in chosen for name, _ in cut):
+            return False
+        names = list(chosen)
+        prefix = feature_cache.prefix_model(model, [chosen[name] for name in names])
+        train, y = feature_cache.compute_activations(prefix, self.data.train)
+        validation, vy = (feature_cache.compute_activations(prefix, self.data.validation)
+                          if self.data.validation is not None else (None, None))
+        for i, name in enumerate(names):
+            self._activations[name] = (train[i], validation[i] if validation else None)
+        self._activation_labels = (y, vy)
+        if path:
+            arrays = {"y": y}
+            if vy is not None:
+                arrays["vy"] = vy
+            for name, (x, vx) in self._activations.items():
+                arrays[f"{name}.x"] = x
+                if vx is not None:
+                    arrays[f"{name}.vx"] = vx
+            os.makedirs(self.cache_dir, exist_ok=True)
+            temporary = f"{path}.{os.getpid()}.tmp.npz"
+            np.savez(temporary, **arrays)
+            os.replace(temporary, path)
+        return True
+
     def fit(self, hp, model, *args, **kwargs):
         start, rss_before = time.time(), rss_mb()
         kwargs.pop("x", None)
@@ -257,18 +381,27 @@ class TransferHyperModel(kt.HyperModel):
         freeze(model)
         reused = self._train_head(hp, model)
         self._unfreeze(model, blocks)
-        model.compile(keras.optimizers.Adam(float(hp.get("fine_tune_learning_rate"))),
-                      "sparse_categorical_crossentropy", metrics=["accuracy"])
         head_start = [w.numpy().copy() for layer in self._head_layers(model)
                       for w in layer.weights]
-        history = model.fit(self.data.train, validation_data=self.data.validation,
-                            epochs=epochs, initial_epoch=initial_epoch,
-                            callbacks=callbacks, verbose=self.verbose, shuffle=False)
+        cached = self._cached_fine_tuning(model, blocks)
+        if cached is not None:
+            # Only the open blocks and the head run, on activations at the first
+            # open block; callbacks see (and checkpoint) the whole classifier.
+            trained, train, validation = cached
+            callbacks = [feature_cache.ForwardTo(callback, model) for callback in callbacks]
+        else:
+            trained, train, validation = model, self.data.train, self.data.validation
+        trained.compile(keras.optimizers.Adam(float(hp.get("fine_tune_learning_rate"))),
+                        "sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = trained.fit(train, validation_data=validation, epochs=epochs,
+                              initial_epoch=initial_epoch, callbacks=callbacks,
+                              verbose=self.verbose, shuffle=False)
         trainable = [layer.name for layer in find_backbone(model).layers
                      if getattr(layer, "trainable", False) and layer.trainable_weights] \
             if isinstance(find_backbone(model), keras.Model) else []
         self.log.append({
             "hyperparameters": dict(hp.values), "head_reused": reused,
+            "fine_tuned_on_cached_activations": cached is not None,
             "head_start_checksum": float(sum(float(np.abs(w).sum()) for w in head_start)),
             "trainable_backbone_layers": trainable,
             "seconds": round(time.time() - start, 3),
@@ -311,13 +444,16 @@ class TuningResult:
 def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
          objective="val_accuracy", directory="tuning", project_name=None, overwrite=False,
          head_epochs=3, fine_tune_epochs=3, executions_per_trial=1, weights="imagenet",
-         isolate_trials=False, seed=1337, verbose=0):
+         isolate_trials=False, seed=1337, verbose=0, activation_cache_mb=1024):
     """Searches freeze depth and learning rates with keras-tuner, sharing the head phase.
 
     Backbone features are computed once per search; each distinct head
     setting (head learning rate, dropout) trains its head once, on those
     features, and every trial that fine-tunes from it starts from the same
-    head weights (kept under `<directory>/<project_name>/heads/`). The
+    head weights (kept under `<directory>/<project_name>/heads/`).
+    Fine-tuning, too, reuses what does not change: the frozen part's
+    activations at the first open block are computed once for all searched
+    depths, and each trial trains only its open blocks and head on them. The
     session is cleared between trials. Run again with `overwrite=False`
     after a kill and the search goes on without repeating finished trials.
     With KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT
@@ -349,6 +485,11 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             the backbone must be a name or handle. Defaults to `False`.
         seed: int. Defaults to `1337`.
         verbose: int. Defaults to `0`.
+        activation_cache_mb: int. Fine-tuning trains only the open blocks and
+            the head, on the frozen part's activations computed once per
+            search, for the depths whose activations fit in this many MB
+            (train and validation splits together). `0` turns it off.
+            Defaults to `1024`.
 
     Returns:
         A `TuningResult`.
@@ -376,7 +517,8 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     hypermodel = TransferHyperModel(backbone, data, search_space=search_space,
                                     head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
                                     weights=weights, seed=seed, verbose=verbose,
-                                    cache_dir=os.path.join(project_dir, "heads"))
+                                    cache_dir=os.path.join(project_dir, "heads"),
+                                    activation_cache_mb=activation_cache_mb)
     direction = "min" if objective.endswith("loss") else "max"
     common = dict(objective=kt.Objective(objective, direction), directory=directory,
                   project_name=project_name, overwrite=overwrite, seed=seed)
@@ -398,7 +540,8 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             backbone=backbone, search_space=search_space, tuner=tuner, max_trials=max_trials,
             objective=objective, directory=os.fspath(directory), project_name=project_name,
             head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
-            executions_per_trial=executions_per_trial, weights=weights, seed=seed))
+            executions_per_trial=executions_per_trial, weights=weights, seed=seed,
+            activation_cache_mb=activation_cache_mb))
     else:
         search.search(epochs=fine_tune_epochs)
 

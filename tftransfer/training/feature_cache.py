@@ -130,3 +130,145 @@ def feature_dataset(features, labels, *, batch_size, shuffle, seed):
     if shuffle:
         data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --- activations at the first trainable layer, for fine-tuning ---------------------------
+
+
+def _producer(tensor):
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
+
+
+def trainable_cut(backbone):
+    """Where the trainable part of a Functional backbone starts.
+
+    A node is open when its layer has trainable weights or it consumes what
+    an open node produced; the cut is every tensor an open node consumes
+    from a frozen one. Everything before the cut is frozen and (in a
+    `Backbone` in inference mode) deterministic, so its outputs can be
+    computed once and reused in every fine-tuning epoch.
+
+    Returns:
+        A list of `(name, tensor)` pairs, the name stable across rebuilds of
+        the same architecture; empty when nothing in the backbone trains.
+    """
+    operations = backbone.operations
+    index = {id(operation): i for i, operation in enumerate(operations)}
+    open_nodes, cut, seen = set(), [], set()
+    for depth in sorted(backbone._nodes_by_depth, reverse=True):  # inputs first
+        for node in backbone._nodes_by_depth[depth]:
+            operation = node.operation
+            inputs = node.input_tensors
+            is_open = bool(getattr(operation, "trainable_weights", None)) or any(
+                id(_producer(t)) in open_nodes for t in inputs)
+            if not is_open:
+                continue
+            open_nodes.add(id(node))
+            for tensor in inputs:
+                if id(_producer(tensor)) not in open_nodes and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    producer, _, tensor_index = tensor._keras_history
+                    cut.append((f"cut_{index[id(producer)]}_{tensor_index}", tensor))
+    return cut
+
+
+def prefix_model(model, tensors):
+    """Maps a classifier's inputs to tensors inside its backbone, in inference mode."""
+    backbone = find_backbone(model)
+    fed = [node.input_tensors for nodes in model._nodes_by_depth.values() for node in nodes
+           if node.operation is backbone]
+    if len(fed) != 1 or len(fed[0]) != 1:
+        raise ValueError(f"The classifier must call its backbone {backbone.name!r} once, on "
+                         "one tensor.")
+    into_backbone = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs,
+                                fed[0][0])
+    inner = keras.Model(backbone.inputs, list(tensors))
+    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype) for t in model.inputs]
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    outputs = inner(into_backbone(inputs, training=False), training=False)
+    return keras.Model(inputs, outputs, name="frozen_prefix")
+
+
+def suffix_model(model, cut):
+    """Maps a backbone cut (see `trainable_cut()`) to the classifier's output.
+
+    It shares the classifier's layers and weights, so training it trains the
+    classifier; the backbone part keeps the backbone's inference mode.
+    """
+    from tftransfer.backbones.backbone import Backbone
+
+    backbone = find_backbone(model)
+    tensors = [t for _, t in cut]
+    inner = Backbone(inputs=tensors if len(tensors) > 1 else tensors[0],
+                     outputs=backbone.output,
+                     inference_mode=getattr(backbone, "inference_mode", True),
+                     name=f"{backbone.name}_trainable")
+    inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=name)
+              for name, t in cut]
+    x = inner(inputs if len(inputs) > 1 else inputs[0])
+    for layer in model.layers[model.layers.index(backbone) + 1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="trainable_suffix")
+
+
+def compute_activations(prefix, dataset):
+    """One inference pass of `prefix`: `([array per cut tensor], labels)`."""
+    predict = predictor(prefix)
+    outputs, labels = None, []
+    for batch_inputs, batch_labels in dataset:
+        values = predict(batch_inputs)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        if outputs is None:
+            outputs = [[] for _ in values]
+        for store, value in zip(outputs, values):
+            store.append(value.numpy())
+        labels.append(batch_labels.numpy())
+    if outputs is None:
+        raise ValueError("data: the dataset is empty.")
+    return [np.concatenate(store) for store in outputs], np.concatenate(labels)
+
+
+def activation_dataset(arrays, labels, *, batch_size, shuffle, seed):
+    """Batches of cached activations: one array, or a tuple for several cut tensors."""
+    x = arrays[0] if len(arrays) == 1 else tuple(arrays)
+    data = tf.data.Dataset.from_tensor_slices((x, labels))
+    if shuffle:
+        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class ForwardTo(keras.callbacks.Callback):
+    """Runs a callback against another model than the one being trained.
+
+    When a suffix model trains on cached activations, callbacks such as
+    keras-tuner's checkpoint and `EarlyStopping` must see (and save) the
+    whole classifier, which holds the same layers. `stop_training` set on
+    the classifier is passed on to the model being trained.
+    """
+
+    def __init__(self, callback, model):
+        super().__init__()
+        self.callback = callback
+        self.target = model
+        callback.set_model(model)
+
+    def set_model(self, model):
+        self.trained = model
+        self.target.stop_training = False
+
+    def set_params(self, params):
+        self.callback.set_params(params)
+
+
+def _forward(name):
+    def hook(self, *args, **kwargs):
+        getattr(self.callback, name)(*args, **kwargs)
+        if getattr(self.target, "stop_training", False):
+            self.trained.stop_training = True
+    hook.__name__ = name
+    return hook
+
+
+for _name in [name for name in dir(keras.callbacks.Callback) if name.startswith("on_")]:
+    setattr(ForwardTo, _name, _forward(_name))
