@@ -7,7 +7,7 @@ from tftransfer.backbones import all_specs, assign_blocks, get_backbone_spec, pa
 from tftransfer.layers import ImagePreprocessing
 
 ALL_NAMES = [spec.name for spec in all_specs()]
-FAMILIES = sorted({spec.family: spec.name for spec in all_specs()}.items())
+FAMILIES = sorted({spec.family: spec.name for spec in all_specs() if spec.source == "keras"}.items())
 
 
 def test_registry_holds_every_keras_application():
@@ -43,7 +43,7 @@ def test_in_model_preprocessing_equals_keras_preprocess_input(family, name):
 def test_preprocessing_modes_differ_where_weights_expect_it():
     # A guard that the test above compares something real: the families do not
     # all share one mode.
-    modes = {spec.preprocessing for spec in all_specs()}
+    modes = {spec.preprocessing for spec in all_specs() if spec.source == "keras"}
     assert modes == {"caffe", "tf", "torch", "none"}
 
 

@@ -14,10 +14,10 @@ import tensorflow as tf
 from PIL import Image
 
 import tftransfer
-from tftransfer.demo import TARGET_CLASSES, small_backbone, synthetic_images
 
 sys.path.insert(0, os.path.dirname(__file__))
 import hub_modules  # noqa: E402
+from synthetic import TARGET_CLASSES, small_backbone, synthetic_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ Example:
 TensorShape([1, 3])
 """
 
-from tftransfer import backbones, data, datasets, heads, layers, training
+from tftransfer import backbones, data, datasets, evaluation, heads, layers, training
 
 # `tftransfer.export` is the export function; the export package's helpers are
 # re-exported here by name.
 from tftransfer.export import ExportResult, export, load_model, rest_request_body, tflite_predict
+from tftransfer.evaluation import EvaluationResult, evaluate
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import (
@@ -49,6 +50,7 @@ __all__ = [
     "TransferHyperModel",
     "TuningResult",
     "BackboneSpec",
+    "EvaluationResult",
     "ExportResult",
     "backbone_blocks",
     "backbone_info",
@@ -57,6 +59,8 @@ __all__ = [
     "build_text_classifier",
     "data",
     "datasets",
+    "evaluate",
+    "evaluation",
     "export",
     "find_backbone",
     "find_learning_rate",

@@ -1,11 +1,215 @@
-"""The `tftransfer` command."""
+"""The `tftransfer` command: backbones, train, tune, evaluate, export, predict, demo.
+
+Built on argparse (the standard library's CLI parser, so the command adds no
+dependency). Every subcommand has `--help`. A user mistake (a missing
+folder, an unknown backbone, a bad config file) prints one line,
+`tftransfer: error: ...`, and exits with code 2; tracebacks are for bugs.
+
+Options of `train` and `tune` can also come from a YAML or JSON file
+(`--config run.yaml`, parsed with `yaml.safe_load` / `json.load`, never
+executed); flags given on the command line win over the file.
+"""
 
 import argparse
+import json
+import os
 import sys
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
-class _UsageError(Exception):
-    pass
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its own errors reported as one line."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# --- config files --------------------------------------------------------------------------
+
+TRAIN_OPTIONS = {
+    "backbone": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
+    "validation_split": 0.2, "test_split": 0.0, "augmentation": None,
+    "head_epochs": 5, "fine_tune_epochs": 5, "unfreeze_blocks": 1,
+    "head_learning_rate": 1e-3, "fine_tune_learning_rate": 1e-5, "dropout_rate": 0.2,
+    "label_smoothing": 0.0, "mixed_precision": "auto", "output": "tftransfer_run",
+    "export": None, "checkpoint_dir": None, "path_column": "path", "label_column": "label",
+    "tfds_data_dir": None, "seed": 1337,
+}
+TUNE_OPTIONS = {
+    "backbone": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
+    "validation_split": 0.2, "max_trials": 10, "tuner": "random", "head_epochs": 3,
+    "fine_tune_epochs": 3, "directory": "tuning", "project_name": None,
+    "path_column": "path", "label_column": "label", "tfds_data_dir": None,
+    "role": None, "oracle": None, "tuner_id": None, "isolate_trials": False,
+}
+
+
+def load_config(path, allowed):
+    """Reads a YAML or JSON config file into a dict, safely, checking its keys.
+
+    Args:
+        path: str. A `.yaml`, `.yml` or `.json` file of `option: value`
+            lines; option names as the flags', with `_` or `-`.
+        allowed: iterable of str. The options the subcommand knows.
+
+    Returns:
+        A dict of options.
+
+    Example:
+
+    >>> import json, tempfile
+    >>> from tftransfer.cli import load_config
+    >>> path = tempfile.mktemp(suffix=".json")
+    >>> _ = open(path, "w").write(json.dumps({"head-epochs": 2}))
+    >>> load_config(path, ["head_epochs"])
+    {'head_epochs': 2}
+    """
+    if not os.path.isfile(path):
+        raise UsageError(f"--config: no file at {path!r}")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        if path.endswith(".json"):
+            config = json.loads(text)
+        elif path.endswith((".yaml", ".yml")):
+            import yaml
+
+            config = yaml.safe_load(text)  # plain data only: no tags, no code
+        else:
+            raise UsageError(f"--config: expected a .yaml, .yml or .json file; received {path!r}")
+    except UsageError:
+        raise
+    except Exception as error:  # yaml.YAMLError, json.JSONDecodeError
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"--config: {path!r} does not parse: {first}") from None
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise UsageError(f"--config: {path!r} must hold a mapping of option: value")
+    config = {str(key).replace("-", "_"): value for key, value in config.items()}
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise UsageError(f"--config: unknown option(s) {unknown} in {path!r}; known: "
+                         f"{sorted(allowed)}")
+    return config
+
+
+def _settings(args, defaults):
+    """Defaults, then the config file, then the flags given on the command line."""
+    settings = dict(defaults)
+    if getattr(args, "config", None):
+        settings.update(load_config(args.config, defaults))
+    settings.update({key: value for key, value in vars(args).items()
+                     if key in defaults and value is not None})
+    return settings
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+def _check_backbone(name):
+    import tftransfer
+
+    if str(name).startswith("tfhub:"):
+        return
+    try:
+        tftransfer.backbones.get_backbone_spec(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _image_size(settings):
+    import tftransfer
+
+    if settings.get("image_size"):
+        return int(settings["image_size"])
+    if str(settings["backbone"]).startswith("tfhub:"):
+        return 224
+    return tftransfer.backbones.get_backbone_spec(settings["backbone"]).default_size
+
+
+def load_data(source, settings, *, image_size):
+    """A `DatasetBundle` from a folder, a CSV file of image paths, or `tfds:<name>`."""
+    import tftransfer
+
+    common = dict(batch_size=int(settings.get("batch_size", 32)),
+                  validation_split=float(settings.get("validation_split", 0.2)))
+    try:
+        if source.startswith("tfds:"):
+            return tftransfer.data.tfds.from_tfds(source[5:], image_size=image_size,
+                                                  data_dir=settings.get("tfds_data_dir"),
+                                                  **common)
+        if source.endswith(".csv"):
+            if not os.path.isfile(source):
+                raise UsageError(f"data: no CSV file at {source!r}")
+            return tftransfer.data.from_csv(source, settings.get("path_column", "path"),
+                                            settings.get("label_column", "label"), image_size,
+                                            test_split=float(settings.get("test_split", 0.0)),
+                                            augmentation=settings.get("augmentation"), **common)
+        if not os.path.isdir(source):
+            raise UsageError(f"data: {source!r} does not exist or is not a folder (expected a "
+                             "folder of class folders, a .csv file or tfds:<name>)")
+        return tftransfer.data.from_directory(
+            source, image_size, test_split=float(settings.get("test_split", 0.0)),
+            augmentation=settings.get("augmentation"), **common)
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+
+
+def _classes_path(model_path):
+    return os.path.splitext(model_path)[0] + ".classes.json"
+
+
+def _load_keras(path):
+    import tftransfer
+
+    try:
+        model = tftransfer.load_model(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    names = None
+    if os.path.isfile(_classes_path(path)):
+        with open(_classes_path(path)) as handle:
+            names = json.load(handle)
+    return model, names
+
+
+def _exported_classes(path):
+    from tftransfer.export.saved_model import _existing_versions
+
+    folder = path
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        versions = _existing_versions(path)
+        folder = os.path.join(path, str(versions[-1])) if versions else path
+    manifest = os.path.join(folder, "export_manifest.json")
+    if os.path.isfile(manifest):
+        with open(manifest) as handle:
+            return json.load(handle).get("class_names")
+    return None
+
+
+def _load_any(path):
+    """`(model, class_names)`: a Keras model, or an exported SavedModel's serving signature."""
+    import tftransfer
+
+    if not os.path.exists(path):
+        raise UsageError(f"model: {path!r} does not exist (expected a .keras file or an export "
+                         "folder)")
+    if path.endswith(".keras"):
+        return _load_keras(path)
+    try:
+        loaded = tftransfer.load_model(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return loaded, _exported_classes(path)
+
+
+# --- subcommands ---------------------------------------------------------------------------
 
 
 def _cmd_backbones(args):
@@ -16,11 +220,12 @@ def _cmd_backbones(args):
             print(name)
         return 0
     if not args.name:
-        raise _UsageError("backbones info: name a backbone, e.g. `tftransfer backbones info ResNet50`")
+        raise UsageError("backbones info: name a backbone, e.g. `tftransfer backbones info "
+                         "ResNet50`")
     try:
         info = tftransfer.backbone_info(args.name)
     except ValueError as error:
-        raise _UsageError(str(error)) from None
+        raise UsageError(str(error)) from None
     print(f"{info.name} ({info.source}, family {info.family})")
     print(f"  preprocessing: {info.preprocessing}")
     print(f"  default size: {info.default_size}, smallest: {info.min_size}")
@@ -29,45 +234,182 @@ def _cmd_backbones(args):
     return 0
 
 
+def _cmd_train(args):
+    import tftransfer
+
+    settings = _settings(args, TRAIN_OPTIONS)
+    _check_backbone(settings["backbone"])
+    size = _image_size(settings)
+    data = load_data(args.data, settings, image_size=size)
+    weights = None if str(settings["weights"]).lower() == "none" else settings["weights"]
+    try:
+        model = tftransfer.build_classifier(settings["backbone"], data.num_classes,
+                                            image_size=size, weights=weights,
+                                            dropout_rate=float(settings["dropout_rate"]))
+        result = tftransfer.fit(
+            model, data, head_epochs=int(settings["head_epochs"]),
+            fine_tune_epochs=int(settings["fine_tune_epochs"]),
+            unfreeze_blocks=int(settings["unfreeze_blocks"]),
+            head_learning_rate=float(settings["head_learning_rate"]),
+            fine_tune_learning_rate=float(settings["fine_tune_learning_rate"]),
+            label_smoothing=float(settings["label_smoothing"]),
+            mixed_precision=settings["mixed_precision"],
+            checkpoint_dir=settings["checkpoint_dir"], seed=int(settings["seed"]))
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    output = settings["output"]
+    os.makedirs(output, exist_ok=True)
+    model_path = os.path.join(output, "model.keras")
+    result.model.save(model_path)
+    with open(_classes_path(model_path), "w") as handle:
+        json.dump(list(data.class_names), handle)
+    print(f"saved {model_path}")
+    held_out = data.test if data.test is not None else data.validation
+    export_result = None
+    if settings["export"]:
+        export_result = tftransfer.export(result.model, settings["export"],
+                                          class_names=data.class_names)
+        print(f"exported {export_result.path}")
+    if held_out is not None:
+        evaluation = tftransfer.evaluate(result.model, data)
+        report_dir = os.path.join(os.path.dirname(export_result.path),
+                                  f"report_v{export_result.version}") if export_result \
+            else os.path.join(output, "report")
+        card = tftransfer.evaluation.write_report(
+            report_dir, evaluation, training=result, export=export_result,
+            backbone=settings["backbone"], data_description=args.data)
+        print(f"evaluation ({'test' if data.test is not None else 'validation'} split): "
+              f"{evaluation}")
+        print(f"report {card}")
+    return 0
+
+
+def _cmd_evaluate(args):
+    import tftransfer
+
+    model, names = _load_any(args.model)
+    size = None
+    if hasattr(model, "input_shape"):
+        size = int(model.input_shape[1])
+    data = load_data(args.data, {"batch_size": args.batch_size, "validation_split": 0.0},
+                     image_size=size or args.image_size)
+    split = next(d for d in (data.test, data.validation, data.train) if d is not None)
+    evaluation = tftransfer.evaluate(model, split, class_names=names or data.class_names,
+                                     top_k=args.top_k)
+    if args.json:
+        print(json.dumps(evaluation.to_dict()))
+    else:
+        print(evaluation)
+        for name, row in evaluation.per_class.items():
+            print(f"  {name}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
+                  f"F1 {row['f1']:.3f} ({row['support']})")
+    if args.report:
+        print(f"report {tftransfer.evaluation.write_report(args.report, evaluation)}")
+    return 0
+
+
+def _cmd_export(args):
+    import tftransfer
+
+    if not args.model.endswith(".keras"):
+        raise UsageError(f"model: expected a .keras file to export; received {args.model!r}")
+    if not os.path.isfile(args.model):
+        raise UsageError(f"model: no file at {args.model!r}")
+    model, names = _load_keras(args.model)
+    if args.class_names:
+        names = [name.strip() for name in args.class_names.split(",")]
+    tflite = [v.strip() for v in args.tflite.split(",")] if args.tflite else None
+    try:
+        result = tftransfer.export(model, args.output, version=args.version, class_names=names,
+                                   tflite=tflite, overwrite=args.overwrite)
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    print(f"exported {result.path} (signatures: {', '.join(result.signatures)}; largest "
+          f"difference from Keras in a fresh process: {result.parity_max_abs_diff:.2e})")
+    model_dir = os.path.dirname(result.path)
+    print("serve it: " + tftransfer.evaluation.serving_command(model_dir,
+                                                               os.path.basename(model_dir)))
+    return 0
+
+
+def predict_files(model, names, paths, top_k=3):
+    """Predictions for image files: a list of `{"file", "classes", "scores"}`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tftransfer.data.images import decode_image
+
+    contents = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UsageError(f"images: no file at {path!r}")
+        with open(path, "rb") as handle:
+            contents.append(handle.read())
+    try:
+        if hasattr(model, "signatures") and "predict_images" in model.signatures:
+            outputs = model.signatures["predict_images"](image_bytes=tf.constant(contents))
+            probabilities = outputs["probabilities"].numpy()
+        else:
+            size = tuple(int(v) for v in model.input_shape[1:3])
+            images = tf.stack([tf.cast(decode_image(c, size), tf.float32) for c in contents])
+            probabilities = np.asarray(model.predict_on_batch(images))
+    except (tf.errors.InvalidArgumentError, ValueError) as error:
+        raise UsageError(f"images: a file does not decode as an image "
+                         f"({str(error).splitlines()[0][:120]})") from None
+    names = names or [str(i) for i in range(probabilities.shape[1])]
+    results = []
+    for path, row in zip(paths, probabilities):
+        order = np.argsort(-row)[:top_k]
+        results.append({"file": path, "classes": [names[i] for i in order],
+                        "scores": [round(float(row[i]), 6) for i in order]})
+    return results
+
+
+def _cmd_predict(args):
+    model, names = _load_any(args.model)
+    for entry in predict_files(model, names, args.images, top_k=args.top_k):
+        if args.json:
+            print(json.dumps(entry))
+        else:
+            best = ", ".join(f"{c} {s:.3f}" for c, s in zip(entry["classes"], entry["scores"]))
+            print(f"{entry['file']}: {best}")
+    return 0
+
+
 def distributed_tuning_env(role, oracle, tuner_id=None):
     """The keras-tuner environment variables for `--role chief|worker --oracle host:port`."""
     if role is None:
         return {}
     if not oracle or ":" not in oracle:
-        raise _UsageError("--oracle: expected host:port of the chief, e.g. 10.0.0.1:8000")
+        raise UsageError("--oracle: expected host:port of the chief, e.g. 10.0.0.1:8000")
     host, port = oracle.rsplit(":", 1)
     if not port.isdigit():
-        raise _UsageError(f"--oracle: the port must be a number; received {port!r}")
+        raise UsageError(f"--oracle: the port must be a number; received {port!r}")
     if role == "chief":
         tuner_id = "chief"
     elif not tuner_id or tuner_id == "chief":
-        raise _UsageError("--tuner-id: a worker needs its own id, e.g. --tuner-id worker0")
+        raise UsageError("--tuner-id: a worker needs its own id, e.g. --tuner-id worker0")
     return {"KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": host,
             "KERASTUNER_ORACLE_PORT": port}
 
 
 def _cmd_tune(args):
-    import os
-
     import tftransfer
 
-    env = distributed_tuning_env(args.role, args.oracle, args.tuner_id)
-    if not os.path.isdir(args.data):
-        raise _UsageError(f"data: {args.data!r} does not exist or is not a folder")
-    try:
-        tftransfer.backbones.get_backbone_spec(args.backbone) if not args.backbone.startswith(
-            "tfhub:") else None
-        data = tftransfer.data.from_directory(args.data, args.image_size,
-                                              validation_split=args.validation_split,
-                                              batch_size=args.batch_size)
-    except ValueError as error:
-        raise _UsageError(str(error)) from None
+    settings = _settings(args, TUNE_OPTIONS)
+    env = distributed_tuning_env(settings["role"], settings["oracle"], settings["tuner_id"])
+    if not (args.data.startswith("tfds:") or os.path.exists(args.data)):
+        raise UsageError(f"data: {args.data!r} does not exist or is not a folder")
+    _check_backbone(settings["backbone"])
+    data = load_data(args.data, settings, image_size=_image_size(settings))
     os.environ.update(env)
-    result = tftransfer.tune(args.backbone, data, max_trials=args.max_trials, tuner=args.tuner,
-                             directory=args.directory, project_name=args.project_name,
-                             head_epochs=args.head_epochs,
-                             fine_tune_epochs=args.fine_tune_epochs,
-                             weights=None if args.weights == "none" else args.weights)
+    weights = None if str(settings["weights"]).lower() == "none" else settings["weights"]
+    result = tftransfer.tune(settings["backbone"], data, max_trials=int(settings["max_trials"]),
+                             tuner=settings["tuner"], directory=settings["directory"],
+                             project_name=settings["project_name"],
+                             head_epochs=int(settings["head_epochs"]),
+                             fine_tune_epochs=int(settings["fine_tune_epochs"]),
+                             weights=weights, isolate_trials=bool(settings["isolate_trials"]))
     print(f"trials finished here: {len(result.trials)}")
     if result.best_hyperparameters:
         print(f"best hyperparameters: {result.best_hyperparameters}")
@@ -77,19 +419,63 @@ def _cmd_tune(args):
 def _cmd_demo(args):
     from tftransfer.demo import run_demo
 
-    run_demo(args.output_dir)
+    run_demo(args.output_dir, export_dir=args.export_dir)
     return 0
 
 
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _data_options(parser, *, csv=True):
+    parser.add_argument("--backbone", help="a registry name or tfhub:<handle> "
+                        "(default: FashionCNN, the embedded one)")
+    parser.add_argument("--weights", help="imagenet (the pretrained weights), none, or a file")
+    parser.add_argument("--image-size", type=int, help="default: the backbone's own size")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--validation-split", type=float)
+    if csv:
+        parser.add_argument("--path-column", help="CSV data: the image path column")
+        parser.add_argument("--label-column", help="CSV data: the label column")
+    parser.add_argument("--tfds-data-dir", help="tfds:<name> data: the TFDS data_dir")
+    parser.add_argument("--config", help="a YAML or JSON file of options (flags win)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="tftransfer", description="Transfer learning on Keras 3 and TensorFlow.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """The argparse parser of the `tftransfer` command."""
+    parser = _Parser(prog="tftransfer",
+                     description="Transfer learning on Keras 3 and TensorFlow.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     backbones = commands.add_parser("backbones", help="list backbones or describe one")
     backbones.add_argument("action", choices=("list", "info"))
     backbones.add_argument("name", nargs="?", help="a backbone name, for `info`")
     backbones.set_defaults(handler=_cmd_backbones)
+
+    train = commands.add_parser(
+        "train", help="train a classifier: head phase, then fine-tuning",
+        description="Train a classifier on a folder of class folders, a CSV of image paths or "
+                    "tfds:<name>; save OUTPUT/model.keras, evaluate on the test split (else "
+                    "validation) and write a report; with --export, a SavedModel for TF "
+                    "Serving.")
+    train.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
+    _data_options(train)
+    train.add_argument("--test-split", type=float)
+    train.add_argument("--augmentation", choices=("light", "medium", "heavy"))
+    train.add_argument("--head-epochs", type=int)
+    train.add_argument("--fine-tune-epochs", type=int)
+    train.add_argument("--unfreeze-blocks", type=int)
+    train.add_argument("--head-learning-rate", type=float)
+    train.add_argument("--fine-tune-learning-rate", type=float)
+    train.add_argument("--dropout-rate", type=float)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16",
+                                                      "mixed_bfloat16"))
+    train.add_argument("--checkpoint-dir", help="resumable checkpoints (run again to resume)")
+    train.add_argument("--output", help="folder for model.keras and the report "
+                       "(default: tftransfer_run)")
+    train.add_argument("--export", help="also export a SavedModel to this model folder")
+    train.add_argument("--seed", type=int)
+    train.set_defaults(handler=_cmd_train)
 
     tune = commands.add_parser(
         "tune", help="search freeze depth and learning rates (keras-tuner)",
@@ -97,37 +483,78 @@ def build_parser():
                     "folders. Across machines: start one chief (--role chief --oracle "
                     "HOST:PORT) and any number of workers (--role worker --oracle HOST:PORT "
                     "--tuner-id worker0), all with the same --directory on shared storage.")
-    tune.add_argument("data", help="a folder with one sub-folder of images per class")
-    tune.add_argument("--backbone", default="MobileNetV2")
-    tune.add_argument("--image-size", type=int, default=224)
-    tune.add_argument("--weights", default="imagenet", help="imagenet, none, or a file")
-    tune.add_argument("--max-trials", type=int, default=10)
-    tune.add_argument("--tuner", default="random", choices=("random", "bayesian", "hyperband"))
-    tune.add_argument("--head-epochs", type=int, default=3)
-    tune.add_argument("--fine-tune-epochs", type=int, default=3)
-    tune.add_argument("--validation-split", type=float, default=0.2)
-    tune.add_argument("--batch-size", type=int, default=32)
-    tune.add_argument("--directory", default="tuning")
-    tune.add_argument("--project-name", default=None)
-    tune.add_argument("--role", choices=("chief", "worker"), default=None,
+    tune.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
+    _data_options(tune)
+    tune.add_argument("--max-trials", type=int)
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"))
+    tune.add_argument("--head-epochs", type=int)
+    tune.add_argument("--fine-tune-epochs", type=int)
+    tune.add_argument("--directory")
+    tune.add_argument("--project-name")
+    tune.add_argument("--isolate-trials", action="store_true", default=None,
+                      help="run each trial in its own process")
+    tune.add_argument("--role", choices=("chief", "worker"),
                       help="distributed search: this process's role")
-    tune.add_argument("--oracle", default=None, help="HOST:PORT of the chief's oracle")
-    tune.add_argument("--tuner-id", default=None, help="a worker's id (chief is 'chief')")
+    tune.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
+    tune.add_argument("--tuner-id", help="a worker's id (chief is 'chief')")
     tune.set_defaults(handler=_cmd_tune)
 
-    demo = commands.add_parser("demo", help="run the offline demo")
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, top-k, per-class figures, calibration of a model",
+        description="Evaluate a .keras file or an export folder on a folder of class folders "
+                    "(its test/ split when it has one, else all of it).")
+    evaluate.add_argument("model", help="a .keras file or an export folder")
+    evaluate.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
+    evaluate.add_argument("--image-size", type=int, default=224,
+                          help="for export folders (they resize inside)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--top-k", type=int, default=5)
+    evaluate.add_argument("--report", help="write a model card and plots to this folder")
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    export = commands.add_parser(
+        "export", help="export a .keras model for TF Serving (and TFLite)",
+        description="Export a .keras classifier to OUTPUT/<version>/ (a SavedModel with "
+                    "serving_default and predict_images signatures), check it in a fresh "
+                    "process, and print the TF Serving command.")
+    export.add_argument("model", help="a .keras file")
+    export.add_argument("output", help="the model folder, e.g. saved_models/flowers")
+    export.add_argument("--version", type=int)
+    export.add_argument("--class-names", help="comma-separated; default: <model>.classes.json")
+    export.add_argument("--tflite", help="comma-separated: float32,float16,dynamic")
+    export.add_argument("--overwrite", action="store_true")
+    export.set_defaults(handler=_cmd_export)
+
+    predict = commands.add_parser(
+        "predict", help="classify image files with a .keras file or an export",
+        description="Print the top classes of each image file.")
+    predict.add_argument("model", help="a .keras file or an export folder")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.set_defaults(handler=_cmd_predict)
+
+    demo = commands.add_parser(
+        "demo", help="run the offline demo",
+        description="Transfer the embedded backbone to the embedded target set (Fashion-MNIST "
+                    "classes 5-9), next to the same network trained from scratch; evaluate, "
+                    "plot, export and check the export.")
     demo.add_argument("--output-dir", default="demo_output")
+    demo.add_argument("--export-dir", default=os.path.join("saved_models", "demo"))
     demo.set_defaults(handler=_cmd_demo)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Runs the command; returns its exit code (2 for user mistakes)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.handler(args)
-    except _UsageError as error:
-        print(f"tftransfer: error: {error}", file=sys.stderr)
+    except UsageError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else "usage error"
+        print(f"tftransfer: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -82,3 +82,37 @@ def fashion_mnist(path=FASHION_MNIST_PATH, *, classes=None):
                                                     dtype="int64")
         result.append((images, labels))
     return tuple(result)
+
+
+DEMO_TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data",
+                           "fashion_target")
+
+
+def demo_target_folder(split="train"):
+    """The small labelled target set shipped with tftransfer (works offline).
+
+    Fashion-MNIST classes 5-9 (sandal, shirt, sneaker, bag, ankle_boot) as a
+    folder of PNG files, one subfolder per class: 60 images per class in
+    `train`, 40 in `test`. The embedded backbone (`"FashionCNN"`) was
+    pretrained on classes 0-4 and has never seen them. Written by
+    `scripts/make_demo_data.py`.
+
+    Args:
+        split: str. `"train"` or `"test"`. Defaults to `"train"`.
+
+    Returns:
+        The folder's path, for `tftransfer.data.from_directory()`.
+
+    Example:
+
+    >>> import os, tftransfer
+    >>> sorted(os.listdir(tftransfer.datasets.demo_target_folder()))
+    ['ankle_boot', 'bag', 'sandal', 'shirt', 'sneaker']
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test'; received {split!r}.")
+    path = os.path.join(DEMO_TARGET, split)
+    if not os.path.isdir(path):
+        raise ValueError(f"The demo data is missing at {path!r}: restore it from git or write "
+                         "it again with `python scripts/make_demo_data.py`.")
+    return path

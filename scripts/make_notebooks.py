@@ -1,0 +1,215 @@
+"""Writes the notebooks in notebooks/ from the cells below (outputs stripped).
+
+The notebooks are generated so that they stay short, consistent and reviewable
+as code; edit the cells here and run `python scripts/make_notebooks.py`.
+Every notebook runs offline on the embedded backbone and data, and the test
+suite executes each of them (tests/test_notebooks.py).
+"""
+
+import os
+
+import nbformat
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SETUP = """import os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tftransfer
+from IPython.display import Image, display"""
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": [
+        ("md", """# Quickstart: a folder of images -> a model -> a SavedModel
+
+A folder with one sub-folder of images per class is all tftransfer needs. This
+notebook runs offline: the data is the small target set shipped with tftransfer
+(Fashion-MNIST classes 5-9) and the backbone is the embedded `FashionCNN`,
+pretrained by tftransfer on Fashion-MNIST classes 0-4. With network, any Keras
+Applications name (`"EfficientNetB0"`) or TF-Hub handle (`"tfhub:https://..."`)
+works the same way."""),
+        ("code", SETUP),
+        ("md", "## 1. Data: a folder of class folders"),
+        ("code", """folder = tftransfer.datasets.demo_target_folder("train")
+print(sorted(os.listdir(folder)))
+data = tftransfer.data.from_directory(folder, image_size=32, validation_split=0.2, seed=0)
+data.class_names, data.counts["train"], data.counts["validation"]"""),
+        ("md", """## 2. Model: backbone -> pooling -> dropout -> new head
+
+`build_classifier` returns a plain `keras.Model`: input, the preprocessing the
+backbone expects, the backbone (kept in inference mode), global average
+pooling, dropout and a float32 softmax head."""),
+        ("code", """model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+model.summary()"""),
+        ("md", """## 3. Train: head phase on the frozen backbone, then fine-tuning
+
+The head phase trains on backbone features computed once (the backbone is
+frozen and nothing random runs before it); fine-tuning opens the top blocks at
+a lower learning rate."""),
+        ("code", """result = tftransfer.fit(model, data, head_epochs=8, fine_tune_epochs=8,
+                        unfreeze_blocks=3, head_learning_rate=3e-3,
+                        fine_tune_learning_rate=1e-3, seed=0)
+print(result.feature_cache)
+display(Image(tftransfer.evaluation.plot_history(result, "curves.png")))"""),
+        ("md", "## 4. Evaluate on the held-out test images"),
+        ("code", """test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
+                                      image_size=32, validation_split=0.0,
+                                      class_names=data.class_names).train
+evaluation = tftransfer.evaluate(result.model, test, class_names=data.class_names, top_k=2)
+print(evaluation)
+display(Image(tftransfer.evaluation.plot_confusion_matrix(evaluation, "confusion.png")))
+display(Image(tftransfer.evaluation.plot_top_losses(evaluation, "top_losses.png")))"""),
+        ("md", """## 5. Export for TF Serving
+
+`export` writes `saved_models/quickstart/<version>/` atomically, with stable
+signatures, warmup requests and a manifest, and checks it in a fresh
+process."""),
+        ("code", """exported = tftransfer.export(result.model, "saved_models/quickstart",
+                             class_names=data.class_names)
+print(exported.path, list(exported.signatures), exported.parity_max_abs_diff)
+assert exported.parity_max_abs_diff < 1e-4"""),
+    ],
+    "02_fine_tuning_and_freezing.ipynb": [
+        ("md", """# Fine-tuning and freezing: blocks, BatchNorm, learning rates
+
+How deep to unfreeze and how fast to fine-tune decide most of a transfer run's
+accuracy. tftransfer unfreezes by the architecture's own blocks, keeps
+BatchNorm frozen, and finds a learning rate with a range test."""),
+        ("code", SETUP + "\nimport keras"),
+        ("md", "## Blocks: the architecture's own repeated units"),
+        ("code", """info = tftransfer.backbone_info("FashionCNN")
+print(info.blocks)
+print(tftransfer.backbone_info("MobileNetV2").blocks[-4:])"""),
+        ("code", """model = tftransfer.build_classifier("FashionCNN", 5, image_size=32)
+def trainable(model):
+    return sorted({w.path.split("/")[-2] for w in tftransfer.find_backbone(model).trainable_weights})
+tftransfer.freeze(model)
+print("frozen:", trainable(model))
+tftransfer.unfreeze(model, blocks=1)
+print("top block open:", trainable(model))
+tftransfer.unfreeze(model, blocks=2)
+print("top two blocks open:", trainable(model))"""),
+        ("md", """## BatchNorm stays frozen
+
+Unfreezing a block leaves its BatchNorm layers frozen and the backbone in
+inference mode, so fine-tuning on a small dataset does not wreck the moving
+statistics. (MobileNetV2 with random weights here, since ImageNet weights
+need the network.)"""),
+        ("code", """mobilenet = tftransfer.build_classifier("MobileNetV2", 5, image_size=32, weights=None)
+tftransfer.unfreeze(mobilenet, blocks=2)
+backbone = tftransfer.find_backbone(mobilenet)
+bn = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+convs = [l for l in backbone.layers if isinstance(l, keras.layers.Conv2D) and l.trainable]
+print(f"{len(convs)} convolutions open, {sum(l.trainable for l in bn)} of {len(bn)} BatchNorm layers trainable")
+print("backbone inference mode:", backbone.inference_mode)"""),
+        ("md", "## A learning rate for fine-tuning: the range test"),
+        ("code", """data = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("train"),
+                                      image_size=32, validation_split=0.2, seed=0)
+model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+tftransfer.unfreeze(model, blocks=3)
+finder = tftransfer.find_learning_rate(model, data, min_learning_rate=1e-5,
+                                       max_learning_rate=1e-1, steps=60, plot_path="lr_finder.png")
+print("suggested learning rate:", finder.suggested_learning_rate)
+display(Image(finder.plot_path))"""),
+        ("md", "## Fine-tuning depth, compared"),
+        ("code", """test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
+                                      image_size=32, validation_split=0.0,
+                                      class_names=data.class_names).train
+for blocks in (0, 1, 3):
+    model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+    result = tftransfer.fit(model, data, head_epochs=8, fine_tune_epochs=8 if blocks else 0,
+                            unfreeze_blocks=max(blocks, 1), head_learning_rate=3e-3,
+                            fine_tune_learning_rate=1e-3, verbose=0, seed=0)
+    print(f"unfreeze_blocks={blocks}: test accuracy {tftransfer.evaluate(result.model, test).accuracy:.3f}")"""),
+    ],
+    "03_search_with_keras_tuner.ipynb": [
+        ("md", """# Search: freeze depth and learning rates with keras-tuner
+
+`tftransfer.tune` searches unfreeze depth, fine-tuning learning rate, head
+learning rate and dropout. Work that trials share is done once: backbone
+features for the head phase, each distinct head setting's training, and the
+frozen part's activations for fine-tuning. A killed search resumes."""),
+        ("code", SETUP),
+        ("code", """data = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("train"),
+                                      image_size=32, validation_split=0.2, seed=0)
+result = tftransfer.tune("FashionCNN", data, max_trials=4, head_epochs=4, fine_tune_epochs=3,
+                         directory="tuning", overwrite=True, seed=0,
+                         search_space={"unfreeze_blocks": (0, 3), "head_learning_rate": [3e-3]})
+result.best_hyperparameters"""),
+        ("code", """for trial in result.trials:
+    hp = trial["hyperparameters"]
+    print(f"{trial['trial_id']}: blocks {hp['unfreeze_blocks']}, "
+          f"fine-tune lr {hp['fine_tune_learning_rate']:.1e}, dropout {hp['dropout_rate']}: "
+          f"val_accuracy {trial['score']:.3f}")
+print("head phases trained:", result.head_phases_run)
+display(Image(result.plot_path))"""),
+        ("md", """The best model is a plain Keras model, ready for `evaluate` and `export`.
+Across machines, run `tftransfer tune DATA --role chief --oracle HOST:PORT` once
+and `--role worker --tuner-id worker0 ...` on each worker."""),
+        ("code", """test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
+                                      image_size=32, validation_split=0.0,
+                                      class_names=data.class_names).train
+print(tftransfer.evaluate(result.best_model, test, class_names=data.class_names))"""),
+    ],
+    "04_export_and_serving.ipynb": [
+        ("md", """# Export and serving: signatures, a REST body, TFLite
+
+`tftransfer.export` writes a versioned SavedModel that TF Serving serves as it
+is: `serving_default` takes float images of any size, `predict_images` takes
+encoded image bytes (base64 in REST). TFLite variants come from the same
+call."""),
+        ("code", SETUP + "\nimport json\nimport numpy as np"),
+        ("code", """data = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("train"),
+                                      image_size=32, validation_split=0.2, seed=0)
+model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+result = tftransfer.fit(model, data, head_epochs=8, fine_tune_epochs=4, unfreeze_blocks=3,
+                        head_learning_rate=3e-3, fine_tune_learning_rate=1e-3, verbose=0, seed=0)
+exported = tftransfer.export(result.model, "saved_models/fashion", class_names=data.class_names,
+                             tflite=["float16"])
+for name, signature in exported.signatures.items():
+    print(name, signature)"""),
+        ("md", "## Calling the SavedModel the way TF Serving does"),
+        ("code", """import tensorflow as tf
+folder = os.path.join(tftransfer.datasets.demo_target_folder("test"), "sneaker")
+files = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:3]]
+loaded = tftransfer.load_model("saved_models/fashion")
+contents = [open(path, "rb").read() for path in files]
+outputs = loaded.signatures["predict_images"](image_bytes=tf.constant(contents))
+print(outputs["top_k_classes"].numpy()[:, 0])"""),
+        ("md", "## The REST request body, for `curl`"),
+        ("code", """body = tftransfer.rest_request_body(contents[:1])
+print(json.dumps(body)[:120], "...")
+print("curl -d @body.json http://localhost:8501/v1/models/fashion:predict")
+print(tftransfer.evaluation.serving_command("saved_models/fashion", "fashion"))"""),
+        ("md", "## TFLite"),
+        ("code", """variant = exported.tflite["float16"]
+print(variant["path"], variant["size_bytes"], "bytes")
+images = np.stack([tf.image.resize(tf.io.decode_png(c, channels=3), (32, 32)).numpy() for c in contents])
+lite = tftransfer.tflite_predict(open(variant["path"], "rb").read(), images)
+keras_probabilities = result.model.predict(images, verbose=0)
+print("largest difference TFLite float16 vs Keras:", float(np.abs(lite - keras_probabilities).max()))"""),
+    ],
+}
+
+
+def build(cells):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    notebook.cells = [nbformat.v4.new_markdown_cell(text) if kind == "md"
+                      else nbformat.v4.new_code_cell(text) for kind, text in cells]
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index:02d}"
+    return notebook
+
+
+def main():
+    folder = os.path.join(HERE, "notebooks")
+    os.makedirs(folder, exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        nbformat.write(build(cells), os.path.join(folder, name))
+        print(os.path.join("notebooks", name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The `tftransfer` command, on a real folder dataset (the shipped demo set)."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+import tftransfer
+from tftransfer import cli
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small copy of the demo set: train/ and test/ class folders of PNG files."""
+    root = tmp_path_factory.mktemp("cli_data")
+    for split, count in (("train", 12), ("test", 6)):
+        source = tftransfer.datasets.demo_target_folder(split)
+        for name in sorted(os.listdir(source))[:3]:
+            os.makedirs(root / split / name)
+            for image in sorted(os.listdir(os.path.join(source, name)))[:count]:
+                shutil.copy(os.path.join(source, name, image), root / split / name / image)
+    return root
+
+
+def _one_error_line(capsys, *fragments):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tftransfer: error:")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_train_evaluate_export_predict_on_a_folder(folder, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("head-epochs: 2\nfine_tune_epochs: 1\nunfreeze_blocks: 1\n"
+                      "head_learning_rate: 0.003\n")
+    run = tmp_path / "run"
+    assert cli.main(["train", str(folder), "--config", str(config), "--output", str(run),
+                     "--fine-tune-epochs", "2", "--export", str(tmp_path / "saved")]) == 0
+    out = capsys.readouterr().out
+    assert (run / "model.keras").exists()
+    assert json.loads((run / "model.classes.json").read_text()) == ["ankle_boot", "bag", "sandal"]
+    card = tmp_path / "saved" / "report_v1" / "model_card.md"
+    assert card.exists() and "evaluation (test split)" in out
+    history = json.loads(open(tmp_path / "saved" / "report_v1" / "evaluation.json").read())
+    assert history["count"] == 18  # the folder's test/ split
+    # Flags win over the config file: 2 head epochs (file) + 2 fine-tuning (flag).
+    assert "2 head, 2 fine-tuning" in card.read_text()
+
+    assert cli.main(["evaluate", str(run / "model.keras"), str(folder), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["count"] == 18 and figures["class_names"] == ["ankle_boot", "bag", "sandal"]
+    assert figures["accuracy"] == pytest.approx(history["accuracy"], abs=1e-6)
+    # The export gives the same figures as the .keras file.
+    assert cli.main(["evaluate", str(tmp_path / "saved"), str(folder), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exported["accuracy"] == pytest.approx(figures["accuracy"], abs=1e-6)
+
+    assert cli.main(["export", str(run / "model.keras"), str(tmp_path / "saved")]) == 0
+    out = capsys.readouterr().out
+    assert os.path.isdir(tmp_path / "saved" / "2") and "docker run" in out
+
+    images = sorted(str(p) for p in (folder / "test" / "bag").iterdir())[:2]
+    for model in (str(run / "model.keras"), str(tmp_path / "saved")):
+        assert cli.main(["predict", model, *images, "--json", "--top-k", "2"]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+        assert [row["file"] for row in rows] == images
+        assert all(len(row["classes"]) == 2 and set(row["classes"]) <= {
+            "ankle_boot", "bag", "sandal"} for row in rows)
+        assert all(row["scores"][0] >= row["scores"][1] for row in rows)
+
+
+def test_mistakes_are_one_line_and_exit_code_2(folder, tmp_path, capsys):
+    missing = str(tmp_path / "missing")
+    assert cli.main(["train", missing]) == 2
+    _one_error_line(capsys, "does not exist")
+    assert cli.main(["train", str(folder), "--backbone", "resnet5"]) == 2
+    _one_error_line(capsys, "unknown backbone 'resnet5'", "ResNet50")
+    assert cli.main(["tune", missing]) == 2
+    _one_error_line(capsys, "does not exist")
+    assert cli.main(["evaluate", missing + ".keras", str(folder)]) == 2
+    _one_error_line(capsys, "does not exist")
+    assert cli.main(["export", missing + ".keras", str(tmp_path / "out")]) == 2
+    _one_error_line(capsys, "no file")
+    assert cli.main(["predict", missing, "image.png"]) == 2
+    _one_error_line(capsys, "does not exist")
+    assert cli.main(["backbones", "info", "resnet5"]) == 2
+    _one_error_line(capsys, "unknown backbone")
+    assert cli.main(["train"]) == 2  # argparse's own errors are one line too
+    _one_error_line(capsys, "required: data")
+    assert cli.main(["train", str(folder), "--head-epochs", "two"]) == 2
+    _one_error_line(capsys, "invalid int value")
+
+
+def test_config_files_are_parsed_safely(folder, tmp_path, capsys):
+    unsafe = tmp_path / "unsafe.yaml"
+    marker = tmp_path / "pwned"
+    unsafe.write_text(f"head_epochs: !!python/object/apply:os.system ['touch {marker}']\n")
+    assert cli.main(["train", str(folder), "--config", str(unsafe)]) == 2
+    _one_error_line(capsys, "does not parse")
+    assert not marker.exists()  # yaml.safe_load never runs it
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"head_epochs": 1, "epochz": 3}))
+    assert cli.main(["train", str(folder), "--config", str(unknown)]) == 2
+    _one_error_line(capsys, "unknown option(s) ['epochz']")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    assert cli.main(["train", str(folder), "--config", str(listed)]) == 2
+    _one_error_line(capsys, "mapping")
+    assert cli.load_config(str(unknown), ["head_epochs", "epochz"]) == {"head_epochs": 1,
+                                                                         "epochz": 3}
+
+
+def test_help_everywhere(capsys):
+    for command in ([], ["backbones"], ["train"], ["tune"], ["evaluate"], ["export"],
+                    ["predict"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(command + ["--help"])
+        assert exit_info.value.code == 0
+        assert "usage: tftransfer" in capsys.readouterr().out

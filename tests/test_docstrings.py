@@ -1,0 +1,23 @@
+"""The docstring examples of these modules run as written (doctest)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "tftransfer.backbones.embedded",
+    "tftransfer.cli",
+    "tftransfer.datasets",
+    "tftransfer.demo",
+    "tftransfer.evaluation.metrics",
+    "tftransfer.evaluation.plots",
+    "tftransfer.evaluation.report",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
