@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tftransfer-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_output

@@ -6,7 +6,9 @@ import os
 import platform
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# `make bench --quick` (bench/run_all.py) points this at bench/results/quick/.
+RESULTS = os.environ.get("TFTRANSFER_BENCH_RESULTS") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def machine():

@@ -1,0 +1,197 @@
+"""`make bench`: runs every benchmark, then writes bench/results/README.md and the README table.
+
+Each script runs in its own process (so that one's memory and threads do not
+touch the next) and writes `bench/results/<name>.json` (figures, machine,
+versions, date) and `<name>.md`. The harness then collects the headline
+figure of each into `bench/results/README.md` and into the project README,
+between the `bench-table` markers. `--quick` runs smaller versions of every
+benchmark into `bench/results/quick/`, leaving the committed results alone.
+The GPU benchmark (mixed precision, XLA) runs only where TensorFlow sees a GPU.
+
+Run: python bench/run_all.py [--quick] [--only tuning,study]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# name -> (full arguments, quick arguments)
+BENCHMARKS = {
+    "pipeline": ([], ["--images", "400", "--epochs", "2"]),
+    "feature_cache": ([], ["--images", "400", "--epochs", "4"]),
+    "overhead": ([], ["--images", "400", "--epochs", "2", "--repeats", "1"]),
+    "tuning": ([], ["--images", "400", "--trials", "3", "--memory-trials", "4"]),
+    "latency": ([], ["--quick"]),
+    "roofline": ([], ["--quick"]),
+    "study": ([], ["--quick"]),
+    "mixed_precision": ([], ["--steps", "5"]),
+}
+
+
+def _get(figures, path):
+    for key in path.split("."):
+        figures = figures[key]
+    return figures
+
+
+# name -> [(label, figure path, format, goal)]
+HEADLINES = {
+    "pipeline": [("fit from a JPEG folder / from in-memory tensors", "ratio_files_over_memory",
+                  "{:.3f}", ">= 0.9")],
+    "feature_cache": [("head phase, naive / cached features", "speedup", "{:.2f}x", ">= 6x")],
+    "overhead": [("`tftransfer.fit` / hand-written Keras, per epoch", "ratio", "{:.3f}",
+                  "<= 1.05")],
+    "tuning": [("plain keras-tuner / `tftransfer.tune`, wall time", "speedup", "{:.2f}x",
+                ">= 2x"),
+               ("RSS growth per isolated trial", "rss_growth_mb_per_trial_isolated",
+                "{:.2f} MB", "<= 20 MB")],
+    "latency": [("SavedModel / `model.predict`, batch 1", "batch_1.saved_model_over_predict",
+                 "{:.3f}", "report"),
+                ("SavedModel / `model.predict`, batch 32", "batch_32.saved_model_over_predict",
+                 "{:.3f}", "report")],
+    "roofline": [("MobileNetV2 frozen forward / matmul FLOP/s",
+                  "backbones.MobileNetV2.fraction_of_matmul", "{:.3f}", "report"),
+                 ("ResNet50 frozen forward / matmul FLOP/s",
+                  "backbones.ResNet50.fraction_of_matmul", "{:.3f}", "report")],
+    "study": [("10 labels/class: head + fine-tune / scratch (test accuracy)",
+               "results.10", "study", "report")],
+    "mixed_precision": [("ResNet50 batch 256, XLA off: mixed / float32 images/s",
+                         "results.ResNet50_b256_xlaoff.ratio", "{:.2f}x", "~2.6x on A100"),
+                        ("EfficientNetB0 batch 256, XLA off: mixed / float32 images/s",
+                         "results.EfficientNetB0_b256_xlaoff.ratio", "{:.2f}x",
+                         "~2.85x on A100")],
+}
+
+
+def _study_cell(row):
+    transfer, scratch = row["head + fine-tune"], row["scratch"]
+    return (f"{transfer['mean']:.3f} ± {transfer['std']:.3f} / {scratch['mean']:.3f} ± "
+            f"{scratch['std']:.3f}")
+
+
+def headline_rows(results_dir):
+    """`(benchmark, label, value, goal, date)` rows from the JSON files present."""
+    rows = []
+    for name, headlines in HEADLINES.items():
+        path = os.path.join(results_dir, f"{name}.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as handle:
+            record = json.load(handle)
+        for label, key, form, goal in headlines:
+            try:
+                value = _get(record["figures"], key)
+            except (KeyError, TypeError):
+                continue
+            text = _study_cell(value) if form == "study" else form.format(value)
+            rows.append((name, label, text, goal, record["date"][:10]))
+    return rows
+
+
+def machine_line(results_dir):
+    for name in HEADLINES:
+        path = os.path.join(results_dir, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as handle:
+                record = json.load(handle)
+            m, v = record["machine"], record["versions"]
+            gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+            return (f"{m.get('cpu_count')} CPU cores, {m.get('memory_gb')} GB, {gpus}; "
+                    f"{m.get('platform')}; TensorFlow {v.get('tensorflow')}, Keras "
+                    f"{v.get('keras')}, Python {v.get('python')}")
+    return "no results yet"
+
+
+def table_markdown(results_dir):
+    rows = headline_rows(results_dir)
+    lines = [f"Machine: {machine_line(results_dir)}.", "",
+             "| benchmark | figure | value | goal | date |", "|---|---|---|---|---|"]
+    lines += [f"| `bench/{name}.py` | {label} | {value} | {goal} | {date} |"
+              for name, label, value, goal, date in rows]
+    return "\n".join(lines)
+
+
+def write_readmes(results_dir, log):
+    """bench/results/README.md (all tables) and the project README's table."""
+    parts = ["# Benchmark results", "", "Written by `make bench` (bench/run_all.py) on "
+             f"{datetime.date.today().isoformat()}.", "", table_markdown(results_dir), "",
+             "## Runs", "", "| benchmark | seconds | exit code |", "|---|---|---|"]
+    parts += [f"| {name} | {seconds:.0f} | {code} |" for name, seconds, code in log]
+    for name in HEADLINES:
+        md = os.path.join(results_dir, f"{name}.md")
+        if os.path.exists(md):
+            with open(md) as handle:
+                parts += ["", handle.read().strip()]
+    if os.path.exists(os.path.join(results_dir, "study.png")):
+        parts += ["", "![Transfer study](study.png)"]
+    with open(os.path.join(results_dir, "README.md"), "w") as handle:
+        handle.write("\n".join(parts) + "\n")
+    readme = os.path.join(ROOT, "README.md")
+    if os.path.abspath(results_dir) != os.path.join(HERE, "results"):
+        return
+    with open(readme) as handle:
+        text = handle.read()
+    start, end = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = before + start + "\n" + table_markdown(results_dir) + "\n" + end + after
+        with open(readme, "w") as handle:
+            handle.write(text)
+
+
+def has_gpu():
+    code = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1:] not in ([], ["0"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller runs, into bench/results/quick/")
+    parser.add_argument("--only", default=None, help="comma-separated benchmark names")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="only rewrite the READMEs from the results present")
+    args = parser.parse_args(argv)
+    results_dir = os.path.join(HERE, "results", "quick") if args.quick else os.path.join(
+        HERE, "results")
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {unknown}; known: {sorted(BENCHMARKS)}")
+    log = []
+    if not args.tables_only:
+        gpu = has_gpu()
+        env = {**os.environ, "TFTRANSFER_BENCH_RESULTS": results_dir,
+               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        for name in names:
+            if name == "mixed_precision" and not gpu:
+                print(f"== {name}: skipped (no GPU)", flush=True)
+                continue
+            full, quick = BENCHMARKS[name]
+            command = [sys.executable, os.path.join(HERE, f"{name}.py")] + (
+                quick if args.quick else full)
+            print(f"== {name}: {' '.join(command[1:])}", flush=True)
+            start = time.time()
+            code = subprocess.call(command, env=env)
+            log.append((name, time.time() - start, code))
+            print(f"== {name}: exit {code} after {time.time() - start:.0f} s", flush=True)
+    write_readmes(results_dir, log)
+    print(table_markdown(results_dir))
+    failed = [name for name, _, code in log if code != 0]
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
