@@ -31,6 +31,7 @@ BENCHMARKS = {
     "latency": ([], ["--quick"]),
     "roofline": ([], ["--quick"]),
     "study": ([], ["--quick"]),
+    "distillation": ([], ["--quick"]),
     "mixed_precision": ([], ["--steps", "5"]),
 }
 
@@ -62,6 +63,10 @@ HEADLINES = {
                   "backbones.ResNet50.fraction_of_matmul", "{:.3f}", "report")],
     "study": [("10 labels/class: head + fine-tune / scratch (test accuracy)",
                "results.10", "study", "report")],
+    "distillation": [("10 labels/class: student distilled / on labels only",
+                      "results.10", "distillation", "report"),
+                     ("10 labels/class: fine-tune + L2-SP / fine-tune",
+                      "results.10", "anchor", "report")],
     "mixed_precision": [("ResNet50 batch 256, XLA off: mixed / float32 images/s",
                          "results.ResNet50_b256_xlaoff.ratio", "{:.2f}x", "~2.6x on A100"),
                         ("EfficientNetB0 batch 256, XLA off: mixed / float32 images/s",
@@ -74,6 +79,11 @@ def _study_cell(row):
     transfer, scratch = row["head + fine-tune"], row["scratch"]
     return (f"{transfer['mean']:.3f} ± {transfer['std']:.3f} / {scratch['mean']:.3f} ± "
             f"{scratch['std']:.3f}")
+
+
+def _pair(row, first, second):
+    return (f"{row[first]['mean']:.3f} ± {row[first]['std']:.3f} / {row[second]['mean']:.3f} "
+            f"± {row[second]['std']:.3f}")
 
 
 def headline_rows(results_dir):
@@ -90,7 +100,10 @@ def headline_rows(results_dir):
                 value = _get(record["figures"], key)
             except (KeyError, TypeError):
                 continue
-            text = _study_cell(value) if form == "study" else form.format(value)
+            text = (_study_cell(value) if form == "study" else _pair(
+                value, "student, distilled", "student, labels only") if form == "distillation"
+                else _pair(value, next(k for k in value if "L2-SP" in k), "fine-tune")
+                if form == "anchor" else form.format(value))
             rows.append((name, label, text, goal, record["date"][:10]))
     return rows
 

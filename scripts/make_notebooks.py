@@ -108,7 +108,7 @@ model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=3
 tftransfer.unfreeze(model, blocks=3)
 finder = tftransfer.find_learning_rate(model, data, min_learning_rate=1e-5,
                                        max_learning_rate=1e-1, steps=60, plot_path="lr_finder.png")
-print("suggested learning rate:", finder.suggested_learning_rate)
+print("suggested learning rate:", finder.suggestion)
 display(Image(finder.plot_path))"""),
         ("md", "## Fine-tuning depth, compared"),
         ("code", """test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
@@ -187,6 +187,56 @@ images = np.stack([tf.image.resize(tf.io.decode_png(c, channels=3), (32, 32)).nu
 lite = tftransfer.tflite_predict(open(variant["path"], "rb").read(), images)
 keras_probabilities = result.model.predict(images, verbose=0)
 print("largest difference TFLite float16 vs Keras:", float(np.abs(lite - keras_probabilities).max()))"""),
+    ],
+    "05_distillation_and_l2sp.ipynb": [
+        ("md", """# Distillation and L2-SP: the other two transfer methods
+
+Besides feature extraction and fine-tuning: (1) knowledge distillation trains a
+small student on a fine-tuned teacher's soft targets (for TF Serving or TFLite
+latency); (2) L2-SP keeps fine-tuned weights close to the pretrained ones on
+small data, with the penalty `lambda * ||w - w_pretrained||^2` (Li et al.,
+ICML 2018)."""),
+        ("code", SETUP + "\nimport keras"),
+        ("code", """data = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("train"),
+                                      image_size=32, validation_split=0.2, seed=0)
+test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
+                                      image_size=32, validation_split=0.0,
+                                      class_names=data.class_names).train"""),
+        ("md", "## A teacher: the pretrained backbone, fine-tuned"),
+        ("code", """teacher = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+teacher = tftransfer.fit(teacher, data, head_epochs=5, fine_tune_epochs=15, unfreeze_blocks=3,
+                         head_learning_rate=3e-3, fine_tune_learning_rate=3e-3,
+                         verbose=0, seed=0).model
+print("teacher:", tftransfer.evaluate(teacher, test))"""),
+        ("md", """## A student at half the input size, distilled
+
+`distill` trains the student with `fit`'s machinery; the teacher's outputs are
+cached when the data's order is fixed, and the teacher sees its own input size."""),
+        ("code", """student = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=16,
+                                      weights=None)
+result = tftransfer.distill(teacher, student, data, temperature=4.0, alpha=0.9,
+                            head_epochs=0, fine_tune_epochs=20, unfreeze_fraction=1.0,
+                            fine_tune_learning_rate=3e-3, verbose=0, seed=0)
+small_test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
+                                            image_size=16, validation_split=0.0,
+                                            class_names=data.class_names).train
+print("distilled student:", tftransfer.evaluate(result.model, small_test))
+print("parameters: teacher", teacher.count_params(), "student", result.model.count_params())"""),
+        ("md", """`tftransfer.Distiller(teacher, student)` is the same loss as a `keras.Model`
+subclass, for your own `compile()` and `fit()`."""),
+        ("code", """distiller = tftransfer.Distiller(teacher, tftransfer.build_classifier(
+    "FashionCNN", data.num_classes, image_size=32, weights=None), temperature=4.0)
+distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+distiller.fit(data.train, epochs=2, verbose=0).history["accuracy"]"""),
+        ("md", "## L2-SP: fine-tuning anchored at the pretrained weights"),
+        ("code", """for anchor in (None, 0.01):
+    model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+    result = tftransfer.fit(model, data, head_epochs=5, fine_tune_epochs=15, unfreeze_blocks=3,
+                            head_learning_rate=3e-3, fine_tune_learning_rate=3e-3,
+                            anchor_to_pretrained=anchor, verbose=0, seed=0)
+    penalty = result.history.get("l2_sp_penalty", [None])[-1]
+    print(f"anchor {anchor}: test accuracy {tftransfer.evaluate(result.model, test).accuracy:.3f}, "
+          f"final L2-SP penalty {penalty}")"""),
     ],
 }
 

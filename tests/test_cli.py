@@ -117,8 +117,27 @@ def test_config_files_are_parsed_safely(folder, tmp_path, capsys):
 
 def test_help_everywhere(capsys):
     for command in ([], ["backbones"], ["train"], ["tune"], ["evaluate"], ["export"],
-                    ["predict"], ["demo"]):
+                    ["predict"], ["demo"], ["distill"]):
         with pytest.raises(SystemExit) as exit_info:
             cli.main(command + ["--help"])
         assert exit_info.value.code == 0
         assert "usage: tftransfer" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_distill_a_student_from_a_teacher_file(folder, tmp_path, capsys):
+    assert cli.main(["train", str(folder), "--output", str(tmp_path / "teacher"),
+                     "--head-epochs", "1", "--fine-tune-epochs", "1"]) == 0
+    capsys.readouterr()
+    teacher = str(tmp_path / "teacher" / "model.keras")
+    assert cli.main(["distill", teacher, str(folder), "--student", "FashionCNN", "--weights",
+                     "none", "--head-epochs", "1", "--fine-tune-epochs", "1", "--image-size",
+                     "24", "--output", str(tmp_path / "student")]) == 0
+    out = capsys.readouterr().out
+    assert "student evaluation" in out and (tmp_path / "student" / "student.keras").exists()
+    student = tftransfer.load_model(str(tmp_path / "student" / "student.keras"))
+    assert student.input_shape == (None, 24, 24, 3)  # the teacher ran at its own 32x32
+    assert cli.main(["distill", teacher, str(folder), "--temperature", "0"]) == 2
+    _one_error_line(capsys, "temperature")
+    assert cli.main(["distill", str(tmp_path / "none.keras"), str(folder)]) == 2
+    _one_error_line(capsys, "teacher")

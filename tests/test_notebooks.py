@@ -11,10 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 
 
-def test_the_four_notebooks_are_there_stripped_and_generated():
+def test_the_notebooks_are_there_stripped_and_generated():
     names = [os.path.basename(path) for path in NOTEBOOKS]
     assert names == ["01_quickstart.ipynb", "02_fine_tuning_and_freezing.ipynb",
-                     "03_search_with_keras_tuner.ipynb", "04_export_and_serving.ipynb"]
+                     "03_search_with_keras_tuner.ipynb", "04_export_and_serving.ipynb",
+                     "05_distillation_and_l2sp.ipynb"]
     spec = importlib.util.spec_from_file_location(
         "make_notebooks", os.path.join(ROOT, "scripts", "make_notebooks.py"))
     generator = importlib.util.module_from_spec(spec)
@@ -43,5 +44,5 @@ def test_notebook_executes(path, tmp_path):
     assert not errors
     images = [output for cell in notebook.cells if cell.cell_type == "code"
               for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
-    if "search" not in path:
-        assert images or "export" in path
+    if os.path.basename(path).startswith(("01_", "02_", "03_")):
+        assert images  # curves, confusion matrix, top losses, LR finder, trials plot

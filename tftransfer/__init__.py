@@ -19,9 +19,11 @@ from tftransfer.evaluation import EvaluationResult, evaluate
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import (
+    Distiller,
     Trainer,
     TrainingResult,
     backbone_blocks,
+    distill,
     find_backbone,
     find_learning_rate,
     fit,
@@ -45,6 +47,7 @@ def __getattr__(name):
 
 __all__ = [
     "BackboneInfo",
+    "Distiller",
     "Trainer",
     "TrainingResult",
     "TransferHyperModel",
@@ -59,6 +62,7 @@ __all__ = [
     "build_text_classifier",
     "data",
     "datasets",
+    "distill",
     "evaluate",
     "evaluation",
     "export",

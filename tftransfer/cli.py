@@ -1,4 +1,4 @@
-"""The `tftransfer` command: backbones, train, tune, evaluate, export, predict, demo.
+"""The `tftransfer` command: backbones, train, tune, distill, evaluate, export, predict, demo.
 
 Built on argparse (the standard library's CLI parser, so the command adds no
 dependency). Every subcommand has `--help`. A user mistake (a missing
@@ -39,6 +39,13 @@ TRAIN_OPTIONS = {
     "label_smoothing": 0.0, "mixed_precision": "auto", "output": "tftransfer_run",
     "export": None, "checkpoint_dir": None, "path_column": "path", "label_column": "label",
     "tfds_data_dir": None, "seed": 1337,
+}
+DISTILL_OPTIONS = {
+    "student": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
+    "validation_split": 0.2, "test_split": 0.0, "augmentation": None, "temperature": 4.0,
+    "alpha": 0.9, "head_epochs": 3, "fine_tune_epochs": 5, "unfreeze_blocks": 1,
+    "head_learning_rate": 1e-3, "fine_tune_learning_rate": 1e-4, "output": "tftransfer_run",
+    "path_column": "path", "label_column": "label", "tfds_data_dir": None, "seed": 1337,
 }
 TUNE_OPTIONS = {
     "backbone": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
@@ -284,6 +291,41 @@ def _cmd_train(args):
     return 0
 
 
+def _cmd_distill(args):
+    import tftransfer
+
+    settings = _settings(args, DISTILL_OPTIONS)
+    _check_backbone(settings["student"])
+    if not args.teacher.endswith(".keras") or not os.path.isfile(args.teacher):
+        raise UsageError(f"teacher: no .keras file at {args.teacher!r}")
+    teacher, _ = _load_keras(args.teacher)
+    size = _image_size({**settings, "backbone": settings["student"]})
+    data = load_data(args.data, settings, image_size=size)
+    weights = None if str(settings["weights"]).lower() == "none" else settings["weights"]
+    try:
+        student = tftransfer.build_classifier(settings["student"], data.num_classes,
+                                              image_size=size, weights=weights)
+        result = tftransfer.distill(
+            teacher, student, data, temperature=float(settings["temperature"]),
+            alpha=float(settings["alpha"]), head_epochs=int(settings["head_epochs"]),
+            fine_tune_epochs=int(settings["fine_tune_epochs"]),
+            unfreeze_blocks=int(settings["unfreeze_blocks"]),
+            head_learning_rate=float(settings["head_learning_rate"]),
+            fine_tune_learning_rate=float(settings["fine_tune_learning_rate"]),
+            seed=int(settings["seed"]))
+    except ValueError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    os.makedirs(settings["output"], exist_ok=True)
+    model_path = os.path.join(settings["output"], "student.keras")
+    result.model.save(model_path)
+    with open(_classes_path(model_path), "w") as handle:
+        json.dump(list(data.class_names), handle)
+    print(f"saved {model_path}")
+    if data.test is not None or data.validation is not None:
+        print(f"student evaluation: {tftransfer.evaluate(result.model, data)}")
+    return 0
+
+
 def _cmd_evaluate(args):
     import tftransfer
 
@@ -498,6 +540,31 @@ def build_parser():
     tune.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
     tune.add_argument("--tuner-id", help="a worker's id (chief is 'chief')")
     tune.set_defaults(handler=_cmd_tune)
+
+    distill = commands.add_parser(
+        "distill", help="train a small student on a trained teacher's soft targets",
+        description="Knowledge distillation: train a student classifier (any backbone) on a "
+                    "teacher .keras model's soft targets and the labels; save "
+                    "OUTPUT/student.keras.")
+    distill.add_argument("teacher", help="the trained teacher, a .keras file")
+    distill.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
+    distill.add_argument("--student", help="the student's backbone (default: FashionCNN)")
+    distill.add_argument("--weights", help="the student backbone's weights: imagenet or none")
+    distill.add_argument("--image-size", type=int)
+    distill.add_argument("--batch-size", type=int)
+    distill.add_argument("--validation-split", type=float)
+    distill.add_argument("--test-split", type=float)
+    distill.add_argument("--temperature", type=float)
+    distill.add_argument("--alpha", type=float, help="weight of the soft targets, in [0, 1]")
+    distill.add_argument("--head-epochs", type=int)
+    distill.add_argument("--fine-tune-epochs", type=int)
+    distill.add_argument("--unfreeze-blocks", type=int)
+    distill.add_argument("--head-learning-rate", type=float)
+    distill.add_argument("--fine-tune-learning-rate", type=float)
+    distill.add_argument("--output", help="folder for student.keras (default: tftransfer_run)")
+    distill.add_argument("--config", help="a YAML or JSON file of options (flags win)")
+    distill.add_argument("--seed", type=int)
+    distill.set_defaults(handler=_cmd_distill)
 
     evaluate = commands.add_parser(
         "evaluate", help="accuracy, top-k, per-class figures, calibration of a model",

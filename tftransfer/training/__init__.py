@@ -1,5 +1,8 @@
-"""Training: freezing, the two phases, schedules, precision, the feature cache."""
+"""Training: freezing, the two phases, schedules, precision, the feature cache,
+distillation and L2-SP anchoring."""
 
+from tftransfer.training.anchoring import L2SP, anchor_penalty, anchor_to_pretrained
+from tftransfer.training.distillation import Distiller, distill
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
 from tftransfer.training.lr_finder import LearningRateFinderResult, find_learning_rate
 from tftransfer.training.precision import apply_policy, resolve_mixed_precision
@@ -7,12 +10,17 @@ from tftransfer.training.schedules import WarmupCosine
 from tftransfer.training.trainer import Trainer, TrainingResult, fit
 
 __all__ = [
+    "Distiller",
+    "L2SP",
     "LearningRateFinderResult",
     "Trainer",
     "TrainingResult",
     "WarmupCosine",
+    "anchor_penalty",
+    "anchor_to_pretrained",
     "apply_policy",
     "backbone_blocks",
+    "distill",
     "find_backbone",
     "find_learning_rate",
     "fit",

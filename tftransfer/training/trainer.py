@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.bundle import DatasetBundle
-from tftransfer.training import feature_cache
+from tftransfer.training import anchoring, feature_cache
 from tftransfer.training.callbacks import default_callbacks
 from tftransfer.training.distributed import is_multi_worker, multi_worker_fit
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
@@ -120,7 +120,8 @@ class Trainer:
                  class_weight="auto", loss=None, metrics=None, mixed_precision="auto",
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
                  early_stopping_patience=3, tensorboard=False, strategy=None, batch_size=32,
-                 discriminative_lr=None, seed=1337, verbose="auto"):
+                 discriminative_lr=None, anchor_to_pretrained=None, seed=1337,
+                 verbose="auto", packed_labels=False):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
         self.head_epochs = _check_epochs(head_epochs, "head_epochs")
@@ -153,6 +154,12 @@ class Trainer:
             raise ValueError("discriminative_lr: expected None or a decay factor in (0, 1]; "
                              f"received {discriminative_lr!r}.")
         self.discriminative_lr = discriminative_lr
+        if anchor_to_pretrained is not None and (
+                isinstance(anchor_to_pretrained, bool)
+                or not isinstance(anchor_to_pretrained, (int, float)) or anchor_to_pretrained < 0):
+            raise ValueError("anchor_to_pretrained: expected None or a lambda >= 0 (L2-SP "
+                             f"strength, e.g. 0.01); received {anchor_to_pretrained!r}.")
+        self.anchor_strength = anchor_to_pretrained
         self.seed = seed
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
@@ -160,6 +167,8 @@ class Trainer:
             os.makedirs(self.checkpoint_dir, exist_ok=True)
 
         self.task, self.num_outputs = _task_of(model)
+        # distill(): labels arrive as [label, teacher log probabilities...].
+        self.packed_labels = bool(packed_labels)
         self._input_model = model
         self.train, self.validation, self.class_weight, self.augmented = self._data(
             data, validation_data, class_weight, batch_size)
@@ -236,6 +245,17 @@ class Trainer:
             raise ValueError("data: expected (inputs, labels) batches.") from None
         labels = np.asarray(labels)
         if self.task == "regression":
+            return False
+        if self.packed_labels:
+            if labels.ndim != 2 or labels.shape[-1] != self.num_outputs + 1:
+                raise ValueError("data: distillation targets must be [label, one teacher log "
+                                 f"probability per class] ({self.num_outputs + 1} columns); "
+                                 f"received shape {labels.shape}.")
+            labels = labels[:, 0]
+            flat = labels.reshape(-1)
+            if flat.size and (flat.min() < 0 or flat.max() >= self.num_outputs):
+                raise ValueError(f"data: labels range over {flat.min()}..{flat.max()} but the "
+                                 f"student has {self.num_outputs} classes.")
             return False
         if labels.ndim >= 2 and labels.shape[-1] > 1 or self.task == "multilabel":
             width = labels.shape[-1] if labels.ndim >= 2 else 1
@@ -376,8 +396,14 @@ class Trainer:
 
     def _record(self, phase, logs_by_epoch, first_epoch):
         for offset, logs in enumerate(logs_by_epoch):
-            for key, value in logs.items():
-                self.history.setdefault(key, []).append(float(value))
+            # One entry per epoch in every list: a figure only one phase logs (the
+            # L2-SP penalty) is None in the other phase's epochs.
+            done = len(self.history.get("phase", []))
+            for key in [k for k in self.history if k not in ("phase", "epoch")] + [
+                    k for k in logs if k not in self.history]:
+                value = logs.get(key)
+                self.history.setdefault(key, [None] * done).append(
+                    None if value is None else float(value))
             self.history.setdefault("phase", []).append(phase)
             self.history.setdefault("epoch", []).append(first_epoch + offset)
 
@@ -483,13 +509,22 @@ class Trainer:
                   f"rate {self.fine_tune_learning_rate:g}, unfreezing {what} "
                   f"({trainable:,} trainable weights).")
         callbacks = self._callbacks("fine_tune", self.fine_tune_learning_rate)
+        if self.anchor_strength is not None:
+            # L2-SP: anchored at the weights fine-tuning starts from (the pretrained
+            # ones: the backbone was frozen until now).
+            anchoring.anchor_to_pretrained(self.model, self.anchor_strength)
+            callbacks = [anchoring.AnchorPenaltyLogger(self.model)] + callbacks
         multipliers = (discriminative_multipliers(self.model, self.discriminative_lr)
                        if self.discriminative_lr is not None else None)
         self._compile(self.model, self.fine_tune_learning_rate, self.fine_tune_epochs,
                       multipliers)
-        history = self._fit(self.model, self.train, validation=self.validation,
-                            epochs=self.head_epochs + self.fine_tune_epochs,
-                            initial_epoch=self.head_epochs, callbacks=callbacks)
+        try:
+            history = self._fit(self.model, self.train, validation=self.validation,
+                                epochs=self.head_epochs + self.fine_tune_epochs,
+                                initial_epoch=self.head_epochs, callbacks=callbacks)
+        finally:
+            if self.anchor_strength is not None:
+                anchoring.release_anchor(self.model)
         self._record("fine_tune", _per_epoch(history.history), _first_epoch(history))
         self.timings["fine_tune"] = time.time() - start
         self._finish_phase("fine_tune", callbacks)
@@ -606,6 +641,14 @@ def fit(model, data, **kwargs):
             shrink with depth: the top unfrozen block at
             `fine_tune_learning_rate * d`, the next at `* d**2`, and so on
             (the head at the full rate). Defaults to None (one rate).
+        anchor_to_pretrained: float or None. L2-SP (Li et al., ICML 2018):
+            during fine-tuning, add `lambda * ||w - w_start||^2` over the
+            backbone's trainable weights (their values when fine-tuning
+            starts: the pretrained ones) and `lambda * ||w||^2` over the
+            head's kernels, as Keras weight regularizers (part of the logged
+            `loss`; `l2_sp_penalty` and `head_l2_penalty` are logged too).
+            Keeps small-data fine-tuning close to what was pretrained.
+            Defaults to None (off).
         seed: int. Shuffle seed for array data and cached features.
         verbose: `"auto"`, 0, 1 or 2.
 
