@@ -468,16 +468,28 @@ def _cmd_demo(args):
 # --- the parser ----------------------------------------------------------------------------
 
 
-def _data_options(parser, *, csv=True):
-    parser.add_argument("--backbone", help="a registry name or tfhub:<handle> "
+# Numeric flags shared by train, tune and distill: name -> type.
+NUMBER_FLAGS = {
+    "test-split": float, "head-epochs": int, "fine-tune-epochs": int, "unfreeze-blocks": int,
+    "head-learning-rate": float, "fine-tune-learning-rate": float, "dropout-rate": float,
+    "label-smoothing": float, "max-trials": int, "temperature": float, "seed": int,
+}
+
+
+def _numbers(parser, *names):
+    for name in names:
+        parser.add_argument(f"--{name}", type=NUMBER_FLAGS[name])
+
+
+def _data_options(parser, *, backbone_flag="--backbone"):
+    parser.add_argument(backbone_flag, help="a registry name or tfhub:<handle> "
                         "(default: FashionCNN, the embedded one)")
     parser.add_argument("--weights", help="imagenet (the pretrained weights), none, or a file")
     parser.add_argument("--image-size", type=int, help="default: the backbone's own size")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--validation-split", type=float)
-    if csv:
-        parser.add_argument("--path-column", help="CSV data: the image path column")
-        parser.add_argument("--label-column", help="CSV data: the label column")
+    parser.add_argument("--path-column", help="CSV data: the image path column")
+    parser.add_argument("--label-column", help="CSV data: the label column")
     parser.add_argument("--tfds-data-dir", help="tfds:<name> data: the TFDS data_dir")
     parser.add_argument("--config", help="a YAML or JSON file of options (flags win)")
 
@@ -501,22 +513,16 @@ def build_parser():
                     "Serving.")
     train.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
     _data_options(train)
-    train.add_argument("--test-split", type=float)
+    _numbers(train, "test-split", "head-epochs", "fine-tune-epochs", "unfreeze-blocks",
+             "head-learning-rate", "fine-tune-learning-rate", "dropout-rate", "label-smoothing",
+             "seed")
     train.add_argument("--augmentation", choices=("light", "medium", "heavy"))
-    train.add_argument("--head-epochs", type=int)
-    train.add_argument("--fine-tune-epochs", type=int)
-    train.add_argument("--unfreeze-blocks", type=int)
-    train.add_argument("--head-learning-rate", type=float)
-    train.add_argument("--fine-tune-learning-rate", type=float)
-    train.add_argument("--dropout-rate", type=float)
-    train.add_argument("--label-smoothing", type=float)
     train.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16",
                                                       "mixed_bfloat16"))
     train.add_argument("--checkpoint-dir", help="resumable checkpoints (run again to resume)")
     train.add_argument("--output", help="folder for model.keras and the report "
                        "(default: tftransfer_run)")
     train.add_argument("--export", help="also export a SavedModel to this model folder")
-    train.add_argument("--seed", type=int)
     train.set_defaults(handler=_cmd_train)
 
     tune = commands.add_parser(
@@ -527,10 +533,8 @@ def build_parser():
                     "--tuner-id worker0), all with the same --directory on shared storage.")
     tune.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
     _data_options(tune)
-    tune.add_argument("--max-trials", type=int)
+    _numbers(tune, "max-trials", "head-epochs", "fine-tune-epochs")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"))
-    tune.add_argument("--head-epochs", type=int)
-    tune.add_argument("--fine-tune-epochs", type=int)
     tune.add_argument("--directory")
     tune.add_argument("--project-name")
     tune.add_argument("--isolate-trials", action="store_true", default=None,
@@ -548,22 +552,12 @@ def build_parser():
                     "OUTPUT/student.keras.")
     distill.add_argument("teacher", help="the trained teacher, a .keras file")
     distill.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
-    distill.add_argument("--student", help="the student's backbone (default: FashionCNN)")
-    distill.add_argument("--weights", help="the student backbone's weights: imagenet or none")
-    distill.add_argument("--image-size", type=int)
-    distill.add_argument("--batch-size", type=int)
-    distill.add_argument("--validation-split", type=float)
-    distill.add_argument("--test-split", type=float)
-    distill.add_argument("--temperature", type=float)
+    _data_options(distill, backbone_flag="--student")
+    _numbers(distill, "test-split", "temperature", "head-epochs", "fine-tune-epochs",
+             "unfreeze-blocks", "head-learning-rate", "fine-tune-learning-rate", "seed")
     distill.add_argument("--alpha", type=float, help="weight of the soft targets, in [0, 1]")
-    distill.add_argument("--head-epochs", type=int)
-    distill.add_argument("--fine-tune-epochs", type=int)
-    distill.add_argument("--unfreeze-blocks", type=int)
-    distill.add_argument("--head-learning-rate", type=float)
-    distill.add_argument("--fine-tune-learning-rate", type=float)
+    distill.add_argument("--augmentation", choices=("light", "medium", "heavy"))
     distill.add_argument("--output", help="folder for student.keras (default: tftransfer_run)")
-    distill.add_argument("--config", help="a YAML or JSON file of options (flags win)")
-    distill.add_argument("--seed", type=int)
     distill.set_defaults(handler=_cmd_distill)
 
     evaluate = commands.add_parser(
