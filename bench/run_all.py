@@ -32,6 +32,7 @@ BENCHMARKS = {
     "roofline": ([], ["--quick"]),
     "study": ([], ["--quick"]),
     "distillation": ([], ["--quick"]),
+    "memory": ([], ["--quick"]),
     "mixed_precision": ([], ["--steps", "5"]),
 }
 
@@ -67,6 +68,10 @@ HEADLINES = {
                       "results.10", "distillation", "report"),
                      ("10 labels/class: fine-tune + L2-SP / fine-tune",
                       "results.10", "anchor", "report")],
+    "memory": [("`tftransfer.fit`, 50 epochs with checkpoints: RSS growth per fine-tuning "
+                "epoch", "fit.growth_mb_per_epoch_fine_tune", "{:.2f} MB", "flat (< 1 MB)"),
+               ("`tftransfer.tune`, 20 trials in one process: RSS growth per trial",
+                "tune_in_process.growth_mb_per_trial", "{:.1f} MB", "report")],
     "mixed_precision": [("ResNet50 batch 256, XLA off: mixed / float32 images/s",
                          "results.ResNet50_b256_xlaoff.ratio", "{:.2f}x", "~2.6x on A100"),
                         ("EfficientNetB0 batch 256, XLA off: mixed / float32 images/s",

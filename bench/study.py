@@ -16,7 +16,7 @@ images (80%; the other 20% are the validation split) and are scored on the
   dropout, chosen on the validation split; the test split is only scored.
 
 Each method gets the same number of epochs (30 up to 100 labels per class, 4
-with all 6000). Writes bench/results/study.json, study.md and study.png.
+with all 6000; the two-phase methods spend 5 of 30, or 1 of 4, on the head). Writes bench/results/study.json, study.md and study.png.
 
 Run: python bench/study.py [--quick] [--seeds 3] [--labels 10,50,100,all]
 """
@@ -40,6 +40,11 @@ def epochs_for(per_class):
     return 30 if per_class <= 100 else 4
 
 
+def head_epochs_for(epochs):
+    """The head phase's share of the epochs: 5 of 30, 1 of 4."""
+    return 5 if epochs >= 10 else 1
+
+
 def run_one(method, data, test, epochs, seed, trials, scratch_dir):
     import keras
 
@@ -58,12 +63,15 @@ def run_one(method, data, test, epochs, seed, trials, scratch_dir):
                                head_learning_rate=3e-3, **common).model
     elif method == "head + fine-tune":
         model = tftransfer.build_classifier("FashionCNN", 5)
-        model = tftransfer.fit(model, data, head_epochs=5, fine_tune_epochs=epochs - 5,
+        head = head_epochs_for(epochs)
+        model = tftransfer.fit(model, data, head_epochs=head, fine_tune_epochs=epochs - head,
                                unfreeze_blocks=3, head_learning_rate=3e-3,
                                fine_tune_learning_rate=3e-3, **common).model
     else:
+        head = head_epochs_for(epochs)
         result = tftransfer.tune(
-            "FashionCNN", data, max_trials=trials, head_epochs=5, fine_tune_epochs=epochs - 5,
+            "FashionCNN", data, max_trials=trials, head_epochs=head,
+            fine_tune_epochs=epochs - head,
             directory=tempfile.mkdtemp(dir=scratch_dir), project_name="study", overwrite=True,
             seed=seed,
             search_space={"unfreeze_blocks": (0, 3), "head_learning_rate": [3e-3],

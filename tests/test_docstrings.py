@@ -7,6 +7,9 @@ import pytest
 
 MODULES = [
     "tftransfer.backbones.embedded",
+    "tftransfer.checks",
+    "tftransfer.files",
+    "tftransfer.training.callbacks",
     "tftransfer.cli",
     "tftransfer.datasets",
     "tftransfer.demo",

@@ -69,6 +69,12 @@ def fashion_mnist(path=FASHION_MNIST_PATH, *, classes=None):
             "(`apt-get install dataset-fashion-mnist`) or pass path= to a folder holding the "
             "Fashion-MNIST IDX files."
         )
+    if classes is not None:
+        if isinstance(classes, (str, bytes)) or not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c <= 9
+                for c in classes) or len(set(int(c) for c in classes)) != len(classes):
+            raise ValueError("classes: expected distinct Fashion-MNIST labels 0-9, like "
+                             f"[5, 6, 7]; received {classes!r}.")
     result = []
     for split in ("train", "test"):
         images = _read_idx(_find(path, _FILES[split][0]))

@@ -10,6 +10,7 @@ and who runs the trials (keras-tuner's tuners) stay separate: the hypermodel
 works with any keras-tuner Tuner.
 """
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -23,6 +24,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from tftransfer import checks, files
 from tftransfer.data.bundle import DatasetBundle
 from tftransfer.models import build_classifier
 from tftransfer.training import feature_cache
@@ -109,8 +111,10 @@ class TransferHyperModel(kt.HyperModel):
         self.backbone = backbone
         self.data = data
         self.weights = weights
-        self.head_epochs = int(head_epochs)
-        self.fine_tune_epochs = int(fine_tune_epochs)
+        self.head_epochs = checks.check_int(head_epochs, "head_epochs")
+        self.fine_tune_epochs = checks.check_int(fine_tune_epochs, "fine_tune_epochs",
+                                                 minimum=1)
+        checks.check_number(activation_cache_mb, "activation_cache_mb", low=0.0)
         self.seed = seed
         self.verbose = verbose
         self.cache_dir = cache_dir
@@ -122,6 +126,7 @@ class TransferHyperModel(kt.HyperModel):
         self._activation_labels = None
         self.head_runs = 0
         self.log: List[dict] = []
+        self._cache_checked = False
 
     def _count_blocks(self):
         probe = build_classifier(self.backbone, self.data.num_classes,
@@ -179,6 +184,42 @@ class TransferHyperModel(kt.HyperModel):
 
     # --- the shared head phase ------------------------------------------------------
 
+    # --- the on-disk caches and what produced them -----------------------------------
+
+    CACHE_FILES = ("features.npz", "activations.npz")
+
+    def _produced_by(self, model):
+        """What the caches depend on: backbone weights, data content, head schedule."""
+        digest = hashlib.sha1()
+        for weight in find_backbone(model).weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+        return {"backbone": str(self.backbone), "backbone_weights": digest.hexdigest(),
+                "input_shape": [d for d in model.input_shape[1:]],
+                "train": _data_digest(self.data.train),
+                "validation": _data_digest(self.data.validation),
+                "class_names": list(self.data.class_names),
+                "head_epochs": self.head_epochs, "seed": self.seed}
+
+    def _check_cache(self, model):
+        """Rebuilds the caches in `cache_dir` when another backbone or data made them."""
+        if self._cache_checked or not self.cache_dir:
+            return
+        self._cache_checked = True
+        produced_by = self._produced_by(model)
+        files.remove_temporaries(self.cache_dir)
+        if os.path.isdir(self.cache_dir) and not files.marker_matches(self.cache_dir,
+                                                                     produced_by):
+            stale = [name for name in os.listdir(self.cache_dir)
+                     if name in self.CACHE_FILES or (name.startswith("head_")
+                                                     and name.endswith(".npz"))]
+            for name in stale:
+                os.remove(os.path.join(self.cache_dir, name))
+            if stale:
+                warnings.warn(f"tftransfer: the caches in {self.cache_dir} were made from "
+                              "another backbone or other data; rebuilding them.", stacklevel=3)
+            self._features, self._activations = None, {}
+        files.write_marker(self.cache_dir, produced_by)
+
     def _head_key(self, hp):
         key = json.dumps({"head_learning_rate": hp.get("head_learning_rate"),
                           "dropout_rate": hp.get("dropout_rate"),
@@ -214,9 +255,8 @@ class TransferHyperModel(kt.HyperModel):
                 arrays = {"x": train[0], "y": train[1]}
                 if validation is not None:
                     arrays.update(vx=validation[0], vy=validation[1])
-                temporary = f"{path}.{os.getpid()}.tmp.npz"
-                np.savez(temporary, **arrays)
-                os.replace(temporary, path)
+                with files.replacing(path) as temporary:
+                    np.savez(temporary, **arrays)
         return self._features
 
     @staticmethod
@@ -248,9 +288,8 @@ class TransferHyperModel(kt.HyperModel):
         if path:
             os.makedirs(self.cache_dir, exist_ok=True)
             values = [w.numpy() for layer in layers for w in layer.weights]
-            temporary = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(temporary, **{f"w{i}": v for i, v in enumerate(values)})
-            os.replace(temporary, path)
+            with files.replacing(path) as temporary:
+                np.savez(temporary, **{f"w{i}": v for i, v in enumerate(values)})
         return False
 
     # --- fine-tuning on cached activations -------------------------------------------
@@ -364,9 +403,8 @@ class TransferHyperModel(kt.HyperModel):
                 if vx is not None:
                     arrays[f"{name}.vx"] = vx
             os.makedirs(self.cache_dir, exist_ok=True)
-            temporary = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(temporary, **arrays)
-            os.replace(temporary, path)
+            with files.replacing(path) as temporary:
+                np.savez(temporary, **arrays)
         return True
 
     def fit(self, hp, model, *args, **kwargs):
@@ -376,6 +414,7 @@ class TransferHyperModel(kt.HyperModel):
         initial_epoch = kwargs.pop("initial_epoch", 0)
         callbacks = kwargs.pop("callbacks", [])
         blocks = int(hp.get("unfreeze_blocks"))
+        self._check_cache(model)
         # The head phase needs the backbone frozen: freeze, train or load the
         # head, then open the searched blocks again and recompile.
         freeze(model)
@@ -415,6 +454,55 @@ class TransferHyperModel(kt.HyperModel):
         gc.collect()
         return history
 
+
+
+def _data_digest(dataset):
+    """An order-free digest of a dataset's content (shuffling does not change it)."""
+    if dataset is None:
+        return None
+    count, total, squares, labels = 0, 0.0, 0.0, {}
+    for inputs, targets in dataset:
+        values = np.asarray(inputs, dtype=np.float64) if not isinstance(inputs, dict) else \
+            np.concatenate([np.asarray(v, np.float64).ravel() for v in inputs.values()])
+        count += len(targets)
+        total += float(values.sum())
+        squares += float(np.square(values).sum())
+        for label, number in zip(*np.unique(np.asarray(targets), return_counts=True)):
+            labels[str(label)] = labels.get(str(label), 0) + int(number)
+    return {"examples": count, "sum": float(f"{total:.8g}"), "squares": float(f"{squares:.8g}"),
+            "labels": dict(sorted(labels.items()))}
+
+
+@contextlib.contextmanager
+def atomic_search_files():
+    """keras-tuner's JSON state and trial checkpoints, written atomically.
+
+    keras-tuner writes `oracle.json`, `trial.json` and each trial's best
+    weights in place: a kill mid-write leaves a torn file that the next
+    `reload()` cannot read. Inside this block they are written to a temporary
+    name and renamed.
+    """
+    from keras_tuner.src import utils as kt_utils
+    from keras_tuner.src.engine import tuner_utils
+
+    original_json, original_save = kt_utils.save_json, tuner_utils.SaveBestEpoch._save_model
+
+    def save_json(path, obj):
+        text = json.dumps(obj)
+        with files.replacing(path) as temporary:
+            with open(temporary, "w") as handle:
+                handle.write(text)
+        return text
+
+    def save_model(self):
+        with files.replacing(self.filepath) as temporary:
+            self.model.save_weights(temporary)
+
+    kt_utils.save_json, tuner_utils.SaveBestEpoch._save_model = save_json, save_model
+    try:
+        yield
+    finally:
+        kt_utils.save_json, tuner_utils.SaveBestEpoch._save_model = original_json, original_save
 
 
 @dataclasses.dataclass
@@ -500,6 +588,7 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     >>> result = tftransfer.tune("MobileNetV2", data, max_trials=8)  # doctest: +SKIP
     >>> result.best_hyperparameters  # doctest: +SKIP
     """
+    directory = checks.check_path(directory, "directory")
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
         raise ValueError(f"max_trials: expected an int of at least 1; received {max_trials!r}.")
     if tuner not in TUNERS:
@@ -513,64 +602,72 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     name = backbone if isinstance(backbone, str) else getattr(backbone, "name", "model")
     project_name = project_name or "".join(
         c if c.isalnum() else "_" for c in str(name).split("/")[-1]) + "_search"
+    if not isinstance(project_name, str) or project_name in ("", ".", "..") or any(
+            sep in project_name for sep in ("/", "\\", os.sep)):
+        raise ValueError("project_name: expected a plain folder name inside `directory` (no "
+                         f"'/', '\\' or '..'); received {project_name!r}.")
     project_dir = os.path.join(os.fspath(directory), project_name)
     hypermodel = TransferHyperModel(backbone, data, search_space=search_space,
                                     head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
                                     weights=weights, seed=seed, verbose=verbose,
                                     cache_dir=os.path.join(project_dir, "heads"),
                                     activation_cache_mb=activation_cache_mb)
-    direction = "min" if objective.endswith("loss") else "max"
-    common = dict(objective=kt.Objective(objective, direction), directory=directory,
-                  project_name=project_name, overwrite=overwrite, seed=seed)
-    if tuner == "random":
-        search = kt.RandomSearch(hypermodel, max_trials=max_trials,
-                                 executions_per_trial=executions_per_trial, **common)
-    elif tuner == "bayesian":
-        search = kt.BayesianOptimization(hypermodel, max_trials=max_trials,
-                                         executions_per_trial=executions_per_trial, **common)
-    else:
-        search = kt.Hyperband(hypermodel, max_epochs=max(fine_tune_epochs, 2),
-                              executions_per_trial=executions_per_trial, **common)
-    if overwrite and os.path.isdir(hypermodel.cache_dir):
-        import shutil
+    # What a killed search was writing (under temporary names) goes first.
+    files.remove_temporaries(project_dir, recursive=True)
+    with atomic_search_files():
+        direction = "min" if objective.endswith("loss") else "max"
+        common = dict(objective=kt.Objective(objective, direction), directory=directory,
+                      project_name=project_name, overwrite=overwrite, seed=seed)
+        if tuner == "random":
+            search = kt.RandomSearch(hypermodel, max_trials=max_trials,
+                                     executions_per_trial=executions_per_trial, **common)
+        elif tuner == "bayesian":
+            search = kt.BayesianOptimization(hypermodel, max_trials=max_trials,
+                                             executions_per_trial=executions_per_trial, **common)
+        else:
+            search = kt.Hyperband(hypermodel, max_epochs=max(fine_tune_epochs, 2),
+                                  executions_per_trial=executions_per_trial, **common)
+        if overwrite and os.path.isdir(hypermodel.cache_dir):
+            import shutil
 
-        shutil.rmtree(hypermodel.cache_dir, ignore_errors=True)
-    if isolate_trials:
-        _isolated_search(search, hypermodel, project_dir, dict(
-            backbone=backbone, search_space=search_space, tuner=tuner, max_trials=max_trials,
-            objective=objective, directory=os.fspath(directory), project_name=project_name,
-            head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
-            executions_per_trial=executions_per_trial, weights=weights, seed=seed,
-            activation_cache_mb=activation_cache_mb))
-    else:
-        search.search(epochs=fine_tune_epochs)
+            shutil.rmtree(hypermodel.cache_dir, ignore_errors=True)
+        if isolate_trials:
+            _isolated_search(search, hypermodel, project_dir, dict(
+                backbone=backbone, search_space=search_space, tuner=tuner, max_trials=max_trials,
+                objective=objective, directory=os.fspath(directory), project_name=project_name,
+                head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
+                executions_per_trial=executions_per_trial, weights=weights, seed=seed,
+                activation_cache_mb=activation_cache_mb))
+        else:
+            search.search(epochs=fine_tune_epochs)
 
-    if isolate_trials:
-        hypermodel.log = _read_isolated_log(hypermodel.cache_dir)
-    is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
-        "KERASTUNER_ORACLE_IP" in os.environ
-    # A worker's oracle is a client of the chief's: it knows only its own trials.
-    trials = _trial_table(search, hypermodel) if not is_worker else [
-        {"trial_id": None, "status": "COMPLETED", "score": None,
-         "hyperparameters": entry["hyperparameters"],
-         **{k: entry[k] for k in ("seconds", "rss_mb", "rss_growth_mb", "head_reused")}}
-        for entry in hypermodel.log]
-    best_hp = {}
-    best_model = None
-    if not is_worker:
-        best = search.get_best_hyperparameters(1)
-        best_hp = dict(best[0].values) if best else {}
-        with warnings.catch_warnings():
-            # keras-tuner restores the trial checkpoint's optimizer state into a
-            # model built without one; the weights are what count here.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            models = search.get_best_models(1) if best else []
-        best_model = models[0] if models else None
-    plot_path = None if is_worker else _plot_trials(trials, objective,
-                                                    os.path.join(project_dir, "trials.png"))
-    return TuningResult(best_model=best_model, best_hyperparameters=best_hp, trials=trials,
-                        plot_path=plot_path, head_phases_run=hypermodel.head_runs,
-                        tuner=search)
+        if isolate_trials:
+            hypermodel.log = _read_isolated_log(hypermodel.cache_dir)
+        is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
+            "KERASTUNER_ORACLE_IP" in os.environ
+        # A worker's oracle is a client of the chief's: it knows only its own trials.
+        trials = _trial_table(search, hypermodel) if not is_worker else [
+            {"trial_id": None, "status": "COMPLETED", "score": None,
+             "hyperparameters": entry["hyperparameters"],
+             **{k: entry[k] for k in ("seconds", "rss_mb", "rss_growth_mb", "head_reused")}}
+            for entry in hypermodel.log]
+        best_hp = {}
+        best_model = None
+        if not is_worker:
+            best = search.get_best_hyperparameters(1)
+            best_hp = dict(best[0].values) if best else {}
+            with warnings.catch_warnings():
+                # keras-tuner restores the trial checkpoint's optimizer state into a
+                # model built without one; the weights are what count here.
+                warnings.filterwarnings("ignore",
+                                        message="Skipping variable loading for optimizer")
+                models = search.get_best_models(1) if best else []
+            best_model = models[0] if models else None
+        plot_path = None if is_worker else _plot_trials(trials, objective,
+                                                        os.path.join(project_dir, "trials.png"))
+        return TuningResult(best_model=best_model, best_hyperparameters=best_hp, trials=trials,
+                            plot_path=plot_path, head_phases_run=hypermodel.head_runs,
+                            tuner=search)
 
 
 def _trial_table(search, hypermodel):
@@ -645,13 +742,17 @@ def _isolated_search(search, hypermodel, project_dir, settings):
             dataset = getattr(data, split)
             if dataset is not None:
                 dataset.save(os.path.join(data_dir, split))
-        with open(os.path.join(data_dir, "bundle.json"), "w") as handle:
-            json.dump({"class_names": data.class_names, "counts": data.counts,
-                       "class_weights": {str(k): v for k, v in data.class_weights.items()},
-                       "image_size": list(data.image_size or [])}, handle)
+        # Written last: a data folder without it (a killed run) is written again.
+        files.write_json(os.path.join(data_dir, "bundle.json"), {
+            "class_names": data.class_names, "counts": data.counts,
+            "class_weights": {str(k): v for k, v in data.class_weights.items()},
+            "image_size": list(data.image_size or [])})
     spec_path = os.path.join(project_dir, "isolated_trial.json")
-    with open(spec_path, "w") as handle:
-        json.dump({**settings, "data_dir": data_dir}, handle)
+    # JSON has no tuples: ranges (tuples) are tagged so they stay ranges, not choices.
+    space = {name: ({"range": list(spec)} if isinstance(spec, tuple) else spec)
+             for name, spec in (settings.get("search_space") or {}).items()}
+    files.write_json(spec_path, {**settings, "search_space": space or None,
+                                 "data_dir": data_dir})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = str(sock.getsockname()[1])
@@ -712,6 +813,9 @@ def _run_one_isolated_trial(spec_path):
 
     base.on_trial_end = on_trial_end
     settings = {k: v for k, v in spec.items() if k != "data_dir"}
+    settings["search_space"] = {
+        name: (tuple(value["range"]) if isinstance(value, dict) and "range" in value else value)
+        for name, value in (settings.get("search_space") or {}).items()} or None
     tune(settings.pop("backbone"), data, **settings)
 
 

@@ -75,6 +75,9 @@ class Backbone(keras.Model):
 
 def as_backbone(model):
     """Wraps a Functional model in `Backbone`; other layers are returned as they are."""
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(f"model: expected a Keras model or layer; received "
+                        f"{type(model).__name__}.")
     if isinstance(model, Backbone) or not isinstance(model, Functional):
         return model
     return Backbone.from_model(model)

@@ -40,6 +40,13 @@ def assign_blocks(layer_names, pattern, boundary="start"):
         A pair `(block_names, layer_blocks)`: the distinct block names from
         bottom to top, and the block name of each layer.
     """
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern: expected a regular expression string; received "
+                        f"{type(pattern).__name__}.")
+    if isinstance(layer_names, str) or not all(isinstance(n, str) for n in layer_names):
+        raise TypeError("layer_names: expected a list of layer names (str).")
+    if boundary not in ("start", "end"):
+        raise ValueError(f"boundary: expected 'start' or 'end'; received {boundary!r}.")
     keys = [block_key(name, pattern) for name in layer_names]
     layer_blocks = [None] * len(keys)
     if boundary == "start":

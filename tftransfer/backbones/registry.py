@@ -93,7 +93,7 @@ def register_backbone(spec, *, override=False):
     """
     if not isinstance(spec, BackboneSpec):
         raise TypeError(
-            f"register_backbone() expects a BackboneSpec; received {type(spec).__name__}."
+            f"spec: register_backbone() expects a BackboneSpec; received {type(spec).__name__}."
         )
     if spec.preprocessing not in PREPROCESSING_MODES:
         raise ValueError(
@@ -198,6 +198,9 @@ def list_backbones(source=None):
     """
     if source is not None and not isinstance(source, str):
         raise TypeError(f"source: expected a string or None; received {type(source).__name__}.")
+    sources = sorted({spec.source for spec in _REGISTRY.values()})
+    if source is not None and source not in sources:
+        raise ValueError(f"source: expected None or one of {sources}; received {source!r}.")
     return sorted(
         spec.name for spec in _REGISTRY.values() if source is None or spec.source == source
     )

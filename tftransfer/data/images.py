@@ -85,6 +85,7 @@ def decode_image(contents, image_size, *, crop_to_aspect_ratio=False, pad_to_asp
     >>> tftransfer.data.decode_image(png, (8, 8)).shape
     TensorShape([8, 8, 3])
     """
+    image_size = normalize_image_size(image_size, argument="image_size")
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     image = resize_image(image, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
@@ -112,6 +113,9 @@ def _check_file(path):
 
 def find_unreadable(paths, *, workers=None):
     """Decodes every file once; returns `[(path, reason)]` for those that fail."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(f"paths: expected a list of file paths; received one path {paths!r} "
+                        "(wrap it in a list).")
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         reasons = list(pool.map(_check_file, paths))
@@ -368,10 +372,11 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-        for column in [path_column] + columns:
+        for argument, column in [("path_column", path_column)] + [
+                ("label_columns", column) for column in columns]:
             if column not in header:
-                raise ValueError(f"column {column!r} is not in {csv_path!r}; its columns are "
-                                 f"{header}.")
+                raise ValueError(f"{argument}: column {column!r} is not in {csv_path!r}; its "
+                                 f"columns are {header}.")
         rows = list(reader)
     if not rows:
         raise ValueError(f"csv_path: {csv_path!r} has no rows.")

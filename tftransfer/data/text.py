@@ -48,6 +48,9 @@ def from_texts(texts, labels, *, batch_size=32, validation_split=0.2, test_split
                          f"{len(labels)} labels.")
     if len(texts) == 0:
         raise ValueError("texts: received no texts.")
+    wrong = next((t for t in texts if not isinstance(t, (str, bytes))), None)
+    if wrong is not None:
+        raise TypeError(f"texts: expected strings; found a {type(wrong).__name__} ({wrong!r}).")
     texts = [str(text) for text in texts]
     labels = list(labels)
     if all(isinstance(label, str) for label in labels):

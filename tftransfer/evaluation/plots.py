@@ -9,6 +9,17 @@ import os
 import numpy as np
 
 
+def _require(value, argument, kind):
+    if kind == "evaluation":
+        from tftransfer.evaluation.metrics import EvaluationResult as expected
+        what = "the EvaluationResult of tftransfer.evaluate()"
+    else:
+        from tftransfer.training.lr_finder import LearningRateFinderResult as expected
+        what = "the result of tftransfer.find_learning_rate()"
+    if not isinstance(value, expected):
+        raise TypeError(f"{argument}: expected {what}; received {type(value).__name__}.")
+
+
 def _pyplot():
     import matplotlib
 
@@ -85,6 +96,7 @@ def plot_confusion_matrix(evaluation, path, *, normalize=False):
     Returns:
         The path.
     """
+    _require(evaluation, "evaluation", "evaluation")
     matrix = np.asarray(evaluation.confusion_matrix, np.float64)
     if normalize:
         matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -119,6 +131,7 @@ def plot_top_losses(evaluation, path, *, columns=4):
     Returns:
         The path.
     """
+    _require(evaluation, "evaluation", "evaluation")
     entries = [entry for entry in evaluation.top_losses
                if isinstance(entry.get("image"), np.ndarray) and entry["image"].ndim == 3]
     if not entries:
@@ -150,6 +163,7 @@ def plot_learning_rate_finder(result, path):
     Returns:
         The path.
     """
+    _require(result, "result", "lr_finder")
     from tftransfer.training.lr_finder import _plot
 
     return _plot(result, os.fspath(path))
@@ -157,6 +171,7 @@ def plot_learning_rate_finder(result, path):
 
 def plot_reliability(evaluation, path):
     """Accuracy against confidence per bin (a reliability diagram)."""
+    _require(evaluation, "evaluation", "evaluation")
     bins = evaluation.reliability
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(4.5, 4))

@@ -4,6 +4,7 @@ import datetime
 import json
 import os
 
+from tftransfer import checks
 from tftransfer.evaluation import plots
 
 
@@ -47,6 +48,12 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
     >>> open(path).read().startswith("# Model card")
     True
     """
+    from tftransfer.evaluation.metrics import EvaluationResult
+
+    checks.check_path(directory, "directory")
+    if not isinstance(evaluation, EvaluationResult):
+        raise TypeError("evaluation: expected the EvaluationResult of tftransfer.evaluate(); "
+                        f"received {type(evaluation).__name__}.")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     images = {}
@@ -134,6 +141,9 @@ def serving_command(model_dir, name):
     >>> print(serving_command("/srv/models/demo", "demo"))  # doctest: +NORMALIZE_WHITESPACE
     docker run --rm -p 8501:8501 -p 8500:8500 --mount type=bind,source=/srv/models/demo,target=/models/demo -e MODEL_NAME=demo tensorflow/serving
     """
+    checks.check_path(model_dir, "model_dir")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected the model name as a string; received {name!r}.")
     return (f"docker run --rm -p 8501:8501 -p 8500:8500 --mount type=bind,"
             f"source={os.path.abspath(model_dir)},target=/models/{name} -e MODEL_NAME={name} "
             "tensorflow/serving")

@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import files
+
 from tftransfer.export.serving import models_config_entry, write_warmup_requests
 
 TEMP_PREFIX = ".tftransfer-tmp-"
@@ -392,9 +394,8 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     config_path = os.path.join(model_dir, "models.config")
-    with open(config_path + ".tmp", "w") as handle:
+    with files.replacing(config_path) as temporary, open(temporary, "w") as handle:
         handle.write(models_config_entry(name, f"/models/{name}"))
-    os.replace(config_path + ".tmp", config_path)
     for variant, details in tflite_results.items():
         details["path"] = details["path"].replace(temporary, target)
     return ExportResult(path=target, version=version, signatures=summary,

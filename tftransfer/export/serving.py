@@ -85,10 +85,16 @@ def rest_request_body(images, *, signature_name="predict_images", input_name="im
     >>> sorted(body), sorted(body["instances"][0])
     (['instances', 'signature_name'], ['image_bytes'])
     """
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise TypeError("images: expected a list of encoded images or file paths; received "
+                        "one (wrap it in a list).")
     instances = []
     for image in images:
         if isinstance(image, (str, os.PathLike)):
             with open(image, "rb") as handle:
                 image = handle.read()
+        if not isinstance(image, (bytes, bytearray)):
+            raise TypeError("images: expected encoded image bytes (PNG, JPEG, ...) or file "
+                            f"paths; found a {type(image).__name__}.")
         instances.append({input_name: {"b64": base64.b64encode(image).decode("ascii")}})
     return {"signature_name": signature_name, "instances": instances}

@@ -66,6 +66,9 @@ def _configured(converter, variant, representative_data, calibration_images):
 
 def tflite_predict(model_bytes, images):
     """Runs a converted model on `[n, h, w, 3]` images, one at a time."""
+    if not isinstance(model_bytes, (bytes, bytearray)):
+        raise TypeError("model_bytes: expected the bytes of a .tflite file (open(path, 'rb')"
+                        f".read()); received {type(model_bytes).__name__}.")
     interpreter = tf.lite.Interpreter(model_content=model_bytes)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]

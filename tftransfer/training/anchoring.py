@@ -16,6 +16,8 @@ from keras import ops
 
 from tftransfer.training.freezing import find_backbone
 
+from tftransfer import checks
+
 HEAD_PREFIXES = ("head_dense_", "predictions")
 
 
@@ -37,7 +39,7 @@ class L2SP(keras.regularizers.Regularizer):
 
     def __init__(self, anchor, strength):
         self.anchor = np.asarray(anchor, dtype="float32")
-        self.strength = float(strength)
+        self.strength = checks.check_number(strength, "strength", low=0.0)
 
     def __call__(self, x):
         difference = ops.cast(x, "float32") - self.anchor
@@ -76,7 +78,8 @@ def anchor_to_pretrained(model, strength):
     0.0
     """
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
-        raise ValueError(f"anchor_to_pretrained: expected a lambda >= 0; received {strength!r}.")
+        raise ValueError(f"strength: expected an L2-SP lambda >= 0 (e.g. 0.01); received "
+                         f"{strength!r}.")
     backbone = find_backbone(model)
     for weight in backbone.trainable_weights:
         weight.regularizer = L2SP(weight.numpy(), strength)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tftransfer import files
 from tftransfer.training.freezing import find_backbone
 
 HEAD_START = "dropout"
@@ -92,6 +93,7 @@ def compute_features(feature_model, dataset, *, storage="memory", directory=None
     if storage == "disk":
         directory = directory or tempfile.mkdtemp(prefix="tftransfer_features_")
         os.makedirs(directory, exist_ok=True)
+        files.remove_temporaries(directory)
     for batch_inputs, batch_labels in dataset:
         features.append(predict(batch_inputs).numpy())
         labels.append(batch_labels.numpy())
@@ -99,9 +101,8 @@ def compute_features(feature_model, dataset, *, storage="memory", directory=None
     if storage == "disk":
         paths = [os.path.join(directory, name) for name in ("features.npy", "labels.npy")]
         for array, path in zip((features, labels), paths):
-            temporary = path + ".tmp.npy"
-            np.save(temporary, array)
-            os.replace(temporary, path)
+            with files.replacing(path) as temporary:
+                np.save(temporary, array)
         features, labels = (np.load(path, mmap_mode="r") for path in paths)
     return features, labels
 

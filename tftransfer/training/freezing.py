@@ -105,6 +105,8 @@ def backbone_blocks(model, backbone=None):
     >>> [name for name, _ in tftransfer.backbone_blocks(model)][-2:]
     ['block_15', 'block_16']
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
     if backbone is None and not any(_is_backbone_candidate(sub) for sub in model.layers):
         layer = model  # a backbone itself
     else:

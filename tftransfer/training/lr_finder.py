@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import keras
 import numpy as np
+from tftransfer import checks
 
 
 @dataclasses.dataclass
@@ -75,6 +76,7 @@ def find_learning_rate(model, data, *, min_learning_rate=1e-7, max_learning_rate
                          f"received {min_learning_rate!r} and {max_learning_rate!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 5:
         raise ValueError(f"steps: expected an int of at least 5; received {steps!r}.")
+    checks.check_number(smoothing, "smoothing", low=0.0, high=1.0, high_open=True)
     if loss is None:
         task, _ = _task_of(model)
         loss = default_loss(task)

@@ -25,7 +25,8 @@ def resolve_mixed_precision(mode="auto"):
     if mode is True:
         mode = "auto"
     if mode not in MODES:
-        raise ValueError(f"mixed_precision: expected one of {MODES}; received {mode!r}.")
+        raise ValueError(f"mixed_precision (mode): expected one of {MODES}; received "
+                         f"{mode!r}.")
     if mode != "auto":
         return mode
     best = None
@@ -46,6 +47,10 @@ def apply_policy(model, policy):
     any layer built with an explicit float32 dtype for the output) keeps
     computing in float32.
     """
+    if policy not in ("float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16") \
+            and not isinstance(policy, keras.DTypePolicy):
+        raise ValueError("policy: expected 'float32', 'mixed_float16' or 'mixed_bfloat16'; "
+                         f"received {policy!r}.")
     policy = keras.DTypePolicy(policy)
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if layer.name == "predictions" or isinstance(layer, keras.layers.InputLayer):

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from tftransfer import checks
+
 SCHEDULES = ("cosine", "constant")
 
 
@@ -29,8 +31,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, learning_rate, total_steps, warmup_steps=0, final_fraction=0.0):
         super().__init__()
-        self.learning_rate = float(learning_rate)
-        self.total_steps = max(1, int(total_steps))
+        self.learning_rate = checks.check_number(learning_rate, "learning_rate", low=0.0,
+                                                 low_open=True)
+        self.total_steps = checks.check_int(total_steps, "total_steps", minimum=1)
         self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps - 1))
         self.final_fraction = float(final_fraction)
 

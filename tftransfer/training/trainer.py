@@ -4,17 +4,17 @@
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tftransfer.data.bundle import DatasetBundle
+from tftransfer import checks, files
 from tftransfer.training import anchoring, feature_cache
 from tftransfer.training.callbacks import default_callbacks
 from tftransfer.training.distributed import is_multi_worker, multi_worker_fit
@@ -162,9 +162,12 @@ class Trainer:
         self.anchor_strength = anchor_to_pretrained
         self.seed = seed
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
-        self.checkpoint_dir = os.fspath(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_dir = (checks.check_path(checkpoint_dir, "checkpoint_dir")
+                               if checkpoint_dir is not None else None)
+        checks.check_int(batch_size, "batch_size", minimum=1)
         if self.checkpoint_dir:
             os.makedirs(self.checkpoint_dir, exist_ok=True)
+            files.remove_temporaries(self.checkpoint_dir)
 
         self.task, self.num_outputs = _task_of(model)
         # distill(): labels arrive as [label, teacher log probabilities...].
@@ -189,7 +192,8 @@ class Trainer:
                                                      unfreeze_fraction)
         self.steps_per_epoch = self._steps(self.train)
         self.monitor = "val_loss" if self.validation is not None else "loss"
-        self.history = {}
+        # A resumed run keeps the history of the phases an earlier run finished.
+        self.history = self._stored_history()
         self.timings = {}
         self.cache_note = "not used"
         self.resumed = False
@@ -329,6 +333,8 @@ class Trainer:
         explicit = {k: v for k, v in (("layers", layers), ("fraction", fraction)) if v is not None}
         if len(explicit) > 1 or (explicit and blocks not in (None, 1)):
             raise ValueError("unfreeze_blocks, unfreeze_layers and unfreeze_fraction: pass one.")
+        if "fraction" in explicit:
+            checks.check_number(fraction, "unfreeze_fraction", low=0.0, high=1.0)
         if explicit:
             return explicit
         backbone = find_backbone(self.model)
@@ -390,6 +396,13 @@ class Trainer:
 
     # --- phases ----------------------------------------------------------------------------
 
+    def _stored_history(self):
+        if not self.checkpoint_dir or not any(
+                os.path.exists(self._marker(phase)) for phase in ("head", "fine_tune")):
+            return {}
+        stored = files.read_json(os.path.join(self.checkpoint_dir, "history.json"), {})
+        return stored if isinstance(stored, dict) else {}
+
     def _marker(self, phase):
         return os.path.join(self.checkpoint_dir, f"{phase}.done.weights.h5") \
             if self.checkpoint_dir else None
@@ -422,9 +435,10 @@ class Trainer:
                 raise FloatingPointError(message)
         marker = self._marker(phase)
         if marker:
-            temporary = marker + ".tmp.weights.h5"
-            self.model.save_weights(temporary)
-            os.replace(temporary, marker)
+            # The history first, then the marker: a finished phase's epochs are never lost.
+            files.write_json(os.path.join(self.checkpoint_dir, "history.json"), self.history)
+            with files.replacing(marker) as temporary:
+                self.model.save_weights(temporary)
 
     def _resume(self, phase):
         marker = self._marker(phase)
@@ -541,10 +555,7 @@ class Trainer:
                     **{k: v[index] for k, v in self.history.items()
                        if k not in ("phase", "epoch")}}
         if self.checkpoint_dir:
-            temporary = os.path.join(self.checkpoint_dir, "history.json.tmp")
-            with open(temporary, "w") as handle:
-                json.dump(self.history, handle)
-            os.replace(temporary, os.path.join(self.checkpoint_dir, "history.json"))
+            files.write_json(os.path.join(self.checkpoint_dir, "history.json"), self.history)
         return TrainingResult(model=self.model, history=dict(self.history), best=best,
                               timings=dict(self.timings), feature_cache=self.cache_note,
                               mixed_precision=self.policy, resumed=self.resumed)
