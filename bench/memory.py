@@ -88,12 +88,13 @@ def fit_rss(epochs=50, *, plain_keras=False, checkpoint_dir=None):
     return record.values
 
 
-def tune_rss(trials=20, *, isolate_trials=False, directory=None):
+def tune_rss(trials=20, *, isolate_trials=False, directory=None, fine_tune_epochs=2):
     """RSS (MB) after every trial of a search of `trials` trials."""
     import tftransfer
 
     result = tftransfer.tune(
-        "FashionCNN", _data(), max_trials=trials, head_epochs=1, fine_tune_epochs=2,
+        "FashionCNN", _data(), max_trials=trials, head_epochs=1,
+        fine_tune_epochs=fine_tune_epochs,
         directory=directory or tempfile.mkdtemp(prefix="tftransfer_memory_"),
         isolate_trials=isolate_trials, seed=0, overwrite=True,
         search_space={"unfreeze_blocks": (0, 3), "fine_tune_learning_rate": (1e-5, 1e-2, "log"),

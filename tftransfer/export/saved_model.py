@@ -394,7 +394,7 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     config_path = os.path.join(model_dir, "models.config")
-    with files.replacing(config_path) as temporary, open(temporary, "w") as handle:
+    with files.replacing(config_path) as config_temporary, open(config_temporary, "w") as handle:
         handle.write(models_config_entry(name, f"/models/{name}"))
     for variant, details in tflite_results.items():
         details["path"] = details["path"].replace(temporary, target)
