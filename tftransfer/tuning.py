@@ -182,8 +182,6 @@ class TransferHyperModel(kt.HyperModel):
         else:
             unfreeze(model)
 
-    # --- the shared head phase ------------------------------------------------------
-
     # --- the on-disk caches and what produced them -----------------------------------
 
     CACHE_FILES = ("features.npz", "activations.npz")
@@ -219,6 +217,8 @@ class TransferHyperModel(kt.HyperModel):
                               "another backbone or other data; rebuilding them.", stacklevel=3)
             self._features, self._activations = None, {}
         files.write_marker(self.cache_dir, produced_by)
+
+    # --- the shared head phase ------------------------------------------------------
 
     def _head_key(self, hp):
         key = json.dumps({"head_learning_rate": hp.get("head_learning_rate"),
@@ -606,7 +606,7 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             sep in project_name for sep in ("/", "\\", os.sep)):
         raise ValueError("project_name: expected a plain folder name inside `directory` (no "
                          f"'/', '\\' or '..'); received {project_name!r}.")
-    project_dir = os.path.join(os.fspath(directory), project_name)
+    project_dir = os.path.join(directory, project_name)
     hypermodel = TransferHyperModel(backbone, data, search_space=search_space,
                                     head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
                                     weights=weights, seed=seed, verbose=verbose,
@@ -634,7 +634,7 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
         if isolate_trials:
             _isolated_search(search, hypermodel, project_dir, dict(
                 backbone=backbone, search_space=search_space, tuner=tuner, max_trials=max_trials,
-                objective=objective, directory=os.fspath(directory), project_name=project_name,
+                objective=objective, directory=directory, project_name=project_name,
                 head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
                 executions_per_trial=executions_per_trial, weights=weights, seed=seed,
                 activation_cache_mb=activation_cache_mb))

@@ -27,7 +27,7 @@ from tftransfer import files
 
 from tftransfer.export.serving import models_config_entry, write_warmup_requests
 
-TEMP_PREFIX = ".tftransfer-tmp-"
+TEMP_PREFIX = files.TEMPORARY_TAG
 
 
 @dataclasses.dataclass
@@ -136,32 +136,6 @@ def _existing_versions(model_dir):
         return []
     return sorted(int(name) for name in os.listdir(model_dir)
                   if name.isdigit() and os.path.isdir(os.path.join(model_dir, name)))
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temporaries(model_dir):
-    """Removes temporary folders of exports whose process is gone (killed)."""
-    if not os.path.isdir(model_dir):
-        return
-    for name in os.listdir(model_dir):
-        if not name.startswith(TEMP_PREFIX):
-            continue
-        try:
-            pid = int(name[len(TEMP_PREFIX):].split("-")[0])
-        except ValueError:
-            pid = None
-        if pid is not None and pid != os.getpid() and _alive(pid):
-            continue  # another export is writing it right now
-        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
 
 
 # --- manifest, samples, parity -------------------------------------------------------------
@@ -354,7 +328,7 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
         raise ValueError(f"version: {target!r} exists already. Pass overwrite=True to replace "
                          "it, or version=None for the next version.")
     os.makedirs(model_dir, exist_ok=True)
-    _remove_stale_temporaries(model_dir)
+    files.remove_temporaries(model_dir)  # what killed exports left (their process is gone)
     temporary = os.path.join(model_dir, f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     name = model_name or os.path.basename(model_dir.rstrip(os.sep))
     try:

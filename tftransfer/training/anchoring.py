@@ -14,9 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tftransfer.training.freezing import find_backbone
-
 from tftransfer import checks
+from tftransfer.training.freezing import find_backbone
 
 HEAD_PREFIXES = ("head_dense_", "predictions")
 
@@ -77,9 +76,7 @@ def anchor_to_pretrained(model, strength):
     >>> anchor_penalty(model)["l2_sp"]
     0.0
     """
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
-        raise ValueError(f"strength: expected an L2-SP lambda >= 0 (e.g. 0.01); received "
-                         f"{strength!r}.")
+    checks.check_number(strength, "strength", low=0.0)
     backbone = find_backbone(model)
     for weight in backbone.trainable_weights:
         weight.regularizer = L2SP(weight.numpy(), strength)

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import keras
 import numpy as np
+
 from tftransfer import checks
 
 

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tftransfer.data.bundle import DatasetBundle
 from tftransfer import checks, files
+from tftransfer.data.bundle import DatasetBundle
 from tftransfer.training import anchoring, feature_cache
 from tftransfer.training.callbacks import default_callbacks
 from tftransfer.training.distributed import is_multi_worker, multi_worker_fit
