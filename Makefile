@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,notebooks]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,imagenet]"
 	touch $(STAMP)
 
 install: $(STAMP)

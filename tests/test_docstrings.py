@@ -7,6 +7,11 @@ import pytest
 
 MODULES = [
     "tftransfer.backbones.embedded",
+    "tftransfer.backbones.efficientnet_lite",
+    "tftransfer.checkpoints",
+    "tftransfer.checkpoints.mapping",
+    "tftransfer.checkpoints.pytorch",
+    "tftransfer.checkpoints.safetensors",
     "tftransfer.checks",
     "tftransfer.files",
     "tftransfer.training.callbacks",

@@ -10,7 +10,7 @@ Example:
 TensorShape([1, 3])
 """
 
-from tftransfer import backbones, data, datasets, evaluation, heads, layers, training
+from tftransfer import backbones, checkpoints, data, datasets, evaluation, heads, layers, training
 
 # `tftransfer.export` is the export function; the export package's helpers are
 # re-exported here by name.
@@ -60,6 +60,7 @@ __all__ = [
     "backbones",
     "build_classifier",
     "build_text_classifier",
+    "checkpoints",
     "data",
     "datasets",
     "distill",

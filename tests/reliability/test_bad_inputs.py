@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import tftransfer
-from tftransfer import backbones, evaluation, heads, layers, training
+from tftransfer import backbones, checkpoints, evaluation, heads, layers, training
 from tftransfer import data as tdata
 
 # (function, call, argument the message must name). `c` holds a small valid
@@ -217,6 +217,18 @@ CASES = [
      "evaluation"),
     ("evaluation.plot_top_losses", lambda c: evaluation.plot_top_losses("x", c.tmp / "p.png"),
      "evaluation"),
+    # --- checkpoints ---
+    ("checkpoints.load_pytorch_checkpoint",
+     lambda c: checkpoints.load_pytorch_checkpoint(c.tmp / "absent.pth"), "path"),
+    ("checkpoints.load_safetensors", lambda c: checkpoints.load_safetensors(c.tmp / "absent"),
+     "path"),
+    ("checkpoints.load_state_dict", lambda c: checkpoints.load_state_dict(c.tmp / "absent"),
+     "path"),
+    ("checkpoints.save_safetensors",
+     lambda c: checkpoints.save_safetensors({"x": np.array(["text"], object)}, c.tmp / "s"),
+     "tensors"),
+    ("checkpoints.load_pytorch_weights",
+     lambda c: checkpoints.load_pytorch_weights(c.model, [1, 2], {}), "state_dict"),
     ("evaluation.plot_learning_rate_finder",
      lambda c: evaluation.plot_learning_rate_finder("x", c.tmp / "p.png"), "result"),
 ]
@@ -265,7 +277,7 @@ def test_every_public_function_is_in_the_table():
     covered = {case[0] for case in CASES}
     namespaces = {"": tftransfer, "data.": tdata, "evaluation.": evaluation,
                   "training.": training, "backbones.": backbones, "heads.": heads,
-                  "datasets.": tftransfer.datasets}
+                  "datasets.": tftransfer.datasets, "checkpoints.": checkpoints}
     missing = []
     for prefix, module in namespaces.items():
         for name in getattr(module, "__all__", []):
@@ -279,4 +291,5 @@ def test_every_public_function_is_in_the_table():
 
 # Functions with nothing to get wrong: no arguments, or every value has an answer
 # (a handle is trusted or not; a model name has a spec or None).
-SKIPPED = {"all_specs", "hub_cache_dir", "is_trusted_hub_handle", "find_spec_for_model_name"}
+SKIPPED = {"all_specs", "hub_cache_dir", "is_trusted_hub_handle", "find_spec_for_model_name",
+           "allowed_globals"}

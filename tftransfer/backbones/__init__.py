@@ -6,6 +6,7 @@ from typing import Tuple
 
 from tftransfer.backbones import keras_applications  # noqa: F401  (fills the registry)
 from tftransfer.backbones import embedded  # noqa: F401  (registers FashionCNN)
+from tftransfer.backbones import efficientnet_lite  # noqa: F401  (registers EfficientNetLite0-2)
 from tftransfer.backbones.backbone import Backbone, as_backbone
 from tftransfer.backbones.blocks import assign_blocks
 from tftransfer.backbones.factory import ResolvedBackbone, create_backbone, normalize_image_size

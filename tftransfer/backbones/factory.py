@@ -195,6 +195,12 @@ def _create_registered(spec, *, image_size, weights):
                 raise ValueError(f"weights='imagenet' for {spec.name}: {error}") from error
             raise
         source = "imagenet"
+    elif isinstance(weights, (str, os.PathLike)) and os.fspath(weights).lower().endswith(
+            spec.checkpoint_suffixes):
+        if not os.path.isfile(weights):
+            raise ValueError(f"weights: no checkpoint file at {os.fspath(weights)!r}.")
+        model = spec.constructor(input_shape=input_shape, weights=os.fspath(weights))
+        source = os.fspath(weights)
     elif isinstance(weights, (str, os.PathLike)):
         model = spec.constructor(input_shape=input_shape, weights=None)
         _load_weights_file(model, weights, spec.name)

@@ -39,6 +39,10 @@ class BackboneSpec:
             block (the layers after them follow it), `"end"` when they close
             it (the layers before them lead up to it).
         source: str. Where the architecture comes from.
+        checkpoint_suffixes: tuple of str. Suffixes of weight files that the
+            constructor reads itself (`constructor(weights=path)`), such as
+            PyTorch checkpoints; other files go through Keras'
+            `load_weights`. Defaults to `()`.
         description: str. One line for `list_backbones()` and the CLI.
     """
 
@@ -52,6 +56,7 @@ class BackboneSpec:
     block_pattern: str
     block_boundary: str = "start"
     source: str = "keras"
+    checkpoint_suffixes: Tuple[str, ...] = ()
     description: str = ""
 
     @property
