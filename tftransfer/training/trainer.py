@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tftransfer import checks, files
 from tftransfer.data.bundle import DatasetBundle
-from tftransfer.training import anchoring, feature_cache
+from tftransfer.training import anchoring, budgets, feature_cache
 from tftransfer.training.callbacks import default_callbacks
 from tftransfer.training.distributed import is_multi_worker, multi_worker_fit
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
@@ -24,6 +24,9 @@ from tftransfer.training.precision import apply_policy, model_policy, resolve_mi
 from tftransfer.training.schedules import SCHEDULES, make_schedule
 
 PHASES = ("head", "fine_tune")
+# Chosen in bench/recipes.py (see the README's "Defaults" section).
+HEAD_LEARNING_RATE = 3e-3
+FINE_TUNE_LEARNING_RATE = 3e-4
 
 
 @dataclasses.dataclass
@@ -42,6 +45,9 @@ class TrainingResult:
             why not when it did not.
         mixed_precision: str. The dtype policy used.
         resumed: bool. Whether this run resumed from `checkpoint_dir`.
+        budget: dict. The epochs each phase got and the rule that chose them
+            (`head_epochs`, `fine_tune_epochs`, `steps_per_epoch`, `rule`;
+            see `tftransfer.training.budgets`).
     """
 
     model: keras.Model
@@ -51,6 +57,7 @@ class TrainingResult:
     feature_cache: str
     mixed_precision: str
     resumed: bool = False
+    budget: Dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 def _task_of(model):
@@ -79,9 +86,12 @@ def default_loss(task, *, sparse_labels=True, label_smoothing=0.0):
     return keras.losses.MeanSquaredError()
 
 
-def _check_epochs(value, argument):
+def _check_epochs(value, argument, *, allow_auto=False):
+    if allow_auto and isinstance(value, str) and value == "auto":
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{argument}: expected a non-negative int; received {value!r}.")
+        expected = "'auto' or a non-negative int" if allow_auto else "a non-negative int"
+        raise ValueError(f"{argument}: expected {expected}; received {value!r}.")
     return int(value)
 
 
@@ -113,19 +123,20 @@ class Trainer:
     ['head', 'fine_tune']
     """
 
-    def __init__(self, model, data, *, validation_data=None, head_epochs=5, fine_tune_epochs=5,
-                 unfreeze_blocks=1, unfreeze_layers=None, unfreeze_fraction=None,
-                 head_learning_rate=1e-3, fine_tune_learning_rate=1e-5, optimizer="adam",
+    def __init__(self, model, data, *, validation_data=None, head_epochs="auto",
+                 fine_tune_epochs="auto", unfreeze_blocks="all", unfreeze_layers=None,
+                 unfreeze_fraction=None, head_learning_rate=HEAD_LEARNING_RATE,
+                 fine_tune_learning_rate=FINE_TUNE_LEARNING_RATE, optimizer="adam",
                  schedule="cosine", warmup_fraction=0.05, label_smoothing=0.0,
                  class_weight="auto", loss=None, metrics=None, mixed_precision="auto",
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
-                 early_stopping_patience=3, tensorboard=False, strategy=None, batch_size=32,
+                 early_stopping_patience="auto", tensorboard=False, strategy=None, batch_size=32,
                  discriminative_lr=None, anchor_to_pretrained=None, seed=1337,
                  verbose="auto", packed_labels=False):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
-        self.head_epochs = _check_epochs(head_epochs, "head_epochs")
-        self.fine_tune_epochs = _check_epochs(fine_tune_epochs, "fine_tune_epochs")
+        head_epochs = _check_epochs(head_epochs, "head_epochs", allow_auto=True)
+        fine_tune_epochs = _check_epochs(fine_tune_epochs, "fine_tune_epochs", allow_auto=True)
         self.head_learning_rate = _check_rate(head_learning_rate, "head_learning_rate")
         self.fine_tune_learning_rate = _check_rate(fine_tune_learning_rate,
                                                    "fine_tune_learning_rate")
@@ -143,7 +154,7 @@ class Trainer:
                              f"received {cache_features!r}.")
         self.cache_features = cache_features
         if early_stopping_patience is not None:
-            _check_epochs(early_stopping_patience, "early_stopping_patience")
+            _check_epochs(early_stopping_patience, "early_stopping_patience", allow_auto=True)
         self.early_stopping_patience = early_stopping_patience
         self.tensorboard = tensorboard
         self.user_callbacks = list(callbacks or [])
@@ -191,6 +202,10 @@ class Trainer:
         self.unfreeze_kwargs = self._unfreeze_kwargs(unfreeze_blocks, unfreeze_layers,
                                                      unfreeze_fraction)
         self.steps_per_epoch = self._steps(self.train)
+        self.budget = budgets.default_budget(self.steps_per_epoch, head_epochs=head_epochs,
+                                             fine_tune_epochs=fine_tune_epochs)
+        self.head_epochs = self.budget.head_epochs
+        self.fine_tune_epochs = self.budget.fine_tune_epochs
         self.monitor = "val_loss" if self.validation is not None else "loss"
         # A resumed run keeps the history of the phases an earlier run finished.
         self.history = self._stored_history()
@@ -331,27 +346,26 @@ class Trainer:
 
     def _unfreeze_kwargs(self, blocks, layers, fraction):
         explicit = {k: v for k, v in (("layers", layers), ("fraction", fraction)) if v is not None}
-        if len(explicit) > 1 or (explicit and blocks not in (None, 1)):
+        if len(explicit) > 1 or (explicit and blocks not in (None, "all")):
             raise ValueError("unfreeze_blocks, unfreeze_layers and unfreeze_fraction: pass one.")
         if "fraction" in explicit:
             checks.check_number(fraction, "unfreeze_fraction", low=0.0, high=1.0)
         if explicit:
             return explicit
+        if blocks is None or (isinstance(blocks, str) and blocks == "all"):
+            return {}  # the whole backbone, BatchNorm frozen
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+            raise ValueError("unfreeze_blocks: expected 'all' or a non-negative int; received "
+                             f"{blocks!r}.")
         backbone = find_backbone(self.model)
         if not isinstance(backbone, keras.Model):
             return {}  # a TF-Hub module: fine-tune it whole
         try:
             named = backbone_blocks(self.model)
         except ValueError:
-            if blocks not in (None, 1):
-                raise ValueError(
-                    f"unfreeze_blocks: the backbone {backbone.name!r} has no named blocks; pass "
-                    "unfreeze_layers or unfreeze_fraction.") from None
-            return {"fraction": 0.25}
-        if blocks is None:
-            blocks = 1
-        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
-            raise ValueError(f"unfreeze_blocks: expected a non-negative int; received {blocks!r}.")
+            raise ValueError(
+                f"unfreeze_blocks: the backbone {backbone.name!r} has no named blocks; pass "
+                "unfreeze_blocks='all', unfreeze_layers or unfreeze_fraction.") from None
         if blocks > len(named):
             raise ValueError(
                 f"unfreeze_blocks: {blocks} is more than the {len(named)} blocks of "
@@ -420,10 +434,21 @@ class Trainer:
             self.history.setdefault("phase", []).append(phase)
             self.history.setdefault("epoch", []).append(first_epoch + offset)
 
+    def _patience(self, phase_epochs):
+        """Early stopping's patience: `"auto"` watches validation data only (a
+        schedule sized by `budgets` needs no stop on the training loss), with
+        a quarter of the phase's epochs, at least 3, as patience."""
+        if self.early_stopping_patience != "auto":
+            return self.early_stopping_patience
+        if self.validation is None:
+            return None
+        return max(3, int(np.ceil(phase_epochs / 4)))
+
     def _callbacks(self, phase, learning_rate):
+        epochs = self.head_epochs if phase == "head" else self.fine_tune_epochs
         callbacks = default_callbacks(
             full_model=self.model, monitor=self.monitor,
-            early_stopping_patience=self.early_stopping_patience,
+            early_stopping_patience=self._patience(epochs),
             checkpoint_dir=self.checkpoint_dir, phase=phase, learning_rate=learning_rate,
             tensorboard=self.tensorboard)
         return callbacks + self.user_callbacks
@@ -558,7 +583,8 @@ class Trainer:
             files.write_json(os.path.join(self.checkpoint_dir, "history.json"), self.history)
         return TrainingResult(model=self.model, history=dict(self.history), best=best,
                               timings=dict(self.timings), feature_cache=self.cache_note,
-                              mixed_precision=self.policy, resumed=self.resumed)
+                              mixed_precision=self.policy, resumed=self.resumed,
+                              budget=self.budget.as_dict())
 
     def run(self):
         """Both phases, then the result."""
@@ -615,15 +641,20 @@ def fit(model, data, **kwargs):
         data: `DatasetBundle`, `tf.data.Dataset` of `(inputs, labels)`
             batches, or an `(x, y)` pair of arrays.
         validation_data: dataset or `(x, y)`, when `data` is not a bundle.
-        head_epochs: int. Defaults to `5`.
-        fine_tune_epochs: int. Defaults to `5`.
-        unfreeze_blocks: int. Top named blocks to fine-tune. Defaults to `1`
-            (TF-Hub backbones fine-tune whole; other models without named
-            blocks, their top quarter of layers).
+        head_epochs: int or `"auto"`. `"auto"` gives the head at least 300
+            optimizer steps and 2 epochs (at most 100), so that it converges
+            on the frozen features whatever the data's size
+            (`tftransfer.training.budgets`; the choice is in
+            `TrainingResult.budget`). Defaults to `"auto"`.
+        fine_tune_epochs: int or `"auto"`. `"auto"`: at least 100 steps and 2
+            epochs (at most 100). Defaults to `"auto"`.
+        unfreeze_blocks: `"all"` or int. How much of the backbone to
+            fine-tune: `"all"` of it (BatchNorm stays frozen), or its top
+            named blocks. Defaults to `"all"`.
         unfreeze_layers: int or None. Top layers to fine-tune instead.
         unfreeze_fraction: float or None. Fraction of layers instead.
-        head_learning_rate: float. Defaults to `1e-3`.
-        fine_tune_learning_rate: float. Defaults to `1e-5`.
+        head_learning_rate: float. Defaults to `3e-3`.
+        fine_tune_learning_rate: float. Defaults to `3e-4`.
         optimizer: str, optimizer instance or callable `lr -> optimizer`.
             Defaults to `"adam"`.
         schedule: `"cosine"` (with linear warmup over `warmup_fraction` of
@@ -644,7 +675,9 @@ def fit(model, data, **kwargs):
             Defaults to `"auto"`.
         checkpoint_dir: str or None. Enables resumable training.
         callbacks: list of extra Keras callbacks, run after tftransfer's.
-        early_stopping_patience: int or None (off). Defaults to `3`.
+        early_stopping_patience: `"auto"`, int or None (off). `"auto"`: off
+            without validation data (the budget sets the length), else a
+            quarter of the phase's epochs (at least 3). Defaults to `"auto"`.
         tensorboard: bool or a log folder. Defaults to `False`.
         strategy: a `tf.distribute.Strategy` or None (the active one, if any).
         batch_size: int. For `(x, y)` array data. Defaults to `32`.
