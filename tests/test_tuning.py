@@ -316,3 +316,38 @@ def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classif
                             fine_tune_epochs=1, activation_cache_mb=0,
                             search_space={**FIXED_HEAD, "unfreeze_blocks": [2]})
     assert not plain.tuner.hypermodel.log[0]["fine_tuned_on_cached_activations"]
+
+
+def test_trials_on_a_keras_backbone_do_not_depend_on_their_order(tmp_path):
+    # Before: every trial built on the caller's object itself, so a trial fine-tuned in
+    # place what the next one started from, and the caller's weights changed.
+    import keras
+    import keras_tuner as kt
+
+    from tftransfer.backbones.embedded import architecture
+
+    backbone = architecture((32, 32, 3))  # random weights, blocks block1..block3
+    weights = [w.numpy().copy() for w in backbone.weights]
+    flags = [layer.trainable for layer in backbone.layers]
+    scores = {}
+    for order in ((1, 3), (3, 1)):
+        for blocks in order:
+            # A fresh dataset and hypermodel per trial: only the backbone object is shared,
+            # as it is between a search's trials.
+            keras.utils.set_random_seed(0)
+            hypermodel = tftransfer.TransferHyperModel(
+                backbone, _data(), head_epochs=1, fine_tune_epochs=2, seed=5,
+                cache_dir=str(tmp_path / f"heads_{order[0]}_{blocks}"), activation_cache_mb=0,
+                search_space={"head_learning_rate": [1e-3], "dropout_rate": [0.0],
+                              "unfreeze_blocks": [1, 3], "fine_tune_learning_rate": [3e-3]})
+            hp = kt.HyperParameters()
+            hp.Fixed("unfreeze_blocks", blocks)
+            model = hypermodel.build(hp)
+            history = hypermodel.fit(hp, model)
+            scores.setdefault(blocks, []).append(history.history["val_loss"][-1])
+            keras.backend.clear_session()
+    for blocks, (first, second) in scores.items():
+        assert first == pytest.approx(second, rel=1e-5), (blocks, scores)
+    for weight, value in zip(backbone.weights, weights):
+        np.testing.assert_array_equal(weight.numpy(), value)
+    assert [layer.trainable for layer in backbone.layers] == flags

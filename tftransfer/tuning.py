@@ -73,7 +73,13 @@ class TransferHyperModel(kt.HyperModel):
     setting, trained on features computed once) and then fine-tunes.
 
     Args:
-        backbone: str or Keras object. As in `build_classifier()`.
+        backbone: str or Keras object. As in `build_classifier()`. A Keras
+            model is cloned for every trial with the weights it had when
+            the hypermodel was made, so every trial starts from the same
+            pretrained weights whatever the order, and the object you pass
+            is left as it was. (A layer that cannot be cloned is restored to
+            those weights before each build instead, and holds the last
+            built model's weights afterwards.)
         data: `DatasetBundle`. Needs a validation split for `val_*`
             objectives.
         search_space: dict or None. Name -> spec: `(low, high)` ints or
@@ -109,6 +115,13 @@ class TransferHyperModel(kt.HyperModel):
             raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
                             f"received {type(data).__name__}.")
         self.backbone = backbone
+        # A Keras object is never trained in place: each trial builds on a copy with the
+        # weights it had now (`_trial_backbone`), so trials do not depend on their order
+        # and the caller's object is left as it was.
+        self._pristine = None
+        if isinstance(backbone, keras.layers.Layer):
+            self._pristine = ([keras.ops.convert_to_numpy(w).copy() for w in backbone.weights],
+                              [layer.trainable for layer in _all_layers(backbone)])
         self.data = data
         self.weights = weights
         self.head_epochs = checks.check_int(head_epochs, "head_epochs")
@@ -128,8 +141,36 @@ class TransferHyperModel(kt.HyperModel):
         self.log: List[dict] = []
         self._cache_checked = False
 
+    def _trial_backbone(self):
+        """The backbone argument for one build: a name as it is; a Keras model as a
+        fresh clone holding the weights it had when the search began; another
+        Keras layer restored to those weights (it cannot be cloned)."""
+        if self._pristine is None:
+            return self.backbone
+        values, _ = self._pristine
+        if isinstance(self.backbone, keras.Model):
+            try:
+                clone = keras.models.clone_model(self.backbone)
+            except (ValueError, TypeError, NotImplementedError):
+                clone = None  # a subclassed model: restore the original instead
+            if clone is not None and len(clone.weights) == len(values):
+                clone.set_weights(values)
+                return clone
+        self.restore_backbone()
+        return self.backbone
+
+    def restore_backbone(self):
+        """Puts a Keras backbone argument back as it was given (weights and trainable flags)."""
+        if self._pristine is None:
+            return
+        values, flags = self._pristine
+        for weight, value in zip(self.backbone.weights, values):
+            weight.assign(value)
+        for layer, flag in zip(_all_layers(self.backbone), flags):
+            layer.trainable = flag
+
     def _count_blocks(self):
-        probe = build_classifier(self.backbone, self.data.num_classes,
+        probe = build_classifier(self._trial_backbone(), self.data.num_classes,
                                  image_size=self.data.image_size, weights=None)
         try:
             count = len(backbone_blocks(probe))
@@ -164,7 +205,7 @@ class TransferHyperModel(kt.HyperModel):
     def build(self, hp):
         values = {name: _define(hp, name, spec) for name, spec in self.search_space.items()}
         keras.utils.set_random_seed(self.seed)  # the same backbone (and head init) every trial
-        model = build_classifier(self.backbone, self.data.num_classes,
+        model = build_classifier(self._trial_backbone(), self.data.num_classes,
                                  image_size=self.data.image_size, weights=self.weights,
                                  dropout_rate=float(values["dropout_rate"]))
         self._unfreeze(model, int(values["unfreeze_blocks"]))
@@ -454,6 +495,11 @@ class TransferHyperModel(kt.HyperModel):
         gc.collect()
         return history
 
+
+
+def _all_layers(layer):
+    """The layer and every layer inside it, in a fixed order."""
+    return [layer] + [inner for inner in layer._flatten_layers(include_self=False)]
 
 
 def _data_digest(dataset):
