@@ -60,6 +60,37 @@ def write_results(name, figures, table, *, notes=""):
     return record
 
 
+def plot_by_labels(rows, budgets, methods, path, *, title, ylabel="test accuracy",
+                   tick=str):
+    """Accuracy against labelled images per class, one line (mean ± std) per method.
+
+    `rows[str(budget)][method]` holds `mean` and `std`; a method missing at a budget
+    is left out there.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.8, 4.4))
+    for method in methods:
+        present = [b for b in budgets if method in rows[str(b)]]
+        if present:
+            axis.errorbar(present, [rows[str(b)][method]["mean"] for b in present],
+                          yerr=[rows[str(b)][method]["std"] for b in present], marker="o",
+                          capsize=3, label=method)
+    axis.set_xscale("log")
+    axis.set_xticks(budgets, [tick(b) for b in budgets])
+    axis.set_xlabel("labelled images per class")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 class EpochTimer:
     """A Keras callback that records each epoch's wall time."""
 

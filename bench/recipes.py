@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, plot_by_labels, write_results  # noqa: E402
 
 SIZE = 96
 BACKBONE = "EfficientNetLite0"
@@ -233,7 +233,9 @@ def main():
             rows[str(per_class)]["keras.io recipe, fine-tuned"]["mean"])
         rows[str(per_class)]["runs"] = notes
 
-    _plot(rows, budgets, os.path.join(RESULTS, "recipes.png"))
+    plot_by_labels(rows, budgets, RECIPES, os.path.join(RESULTS, "recipes.png"),
+                   title="ImageNet EfficientNet-Lite0 -> Fashion-MNIST, 96 px",
+                   ylabel="test accuracy (10 classes)")
     figures = {"backbone": BACKBONE, "image_size": SIZE, "labels_per_class": budgets,
                "seeds": args.seeds, "quick": args.quick, "results": rows,
                "plot": "recipes.png", "test_images": int(len(y_test)),
@@ -287,32 +289,6 @@ def ablations(x_pool, y_pool, test, y_test, seeds, start, per_class=10):
         f"Fashion-MNIST classes, one default changed at a time; test accuracy on "
         f"{len(y_test)} test images, mean ± standard deviation over {seeds} draws (the same "
         "draws as bench/recipes.py), and the difference to the defaults."))
-
-
-def _plot(rows, budgets, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.8, 4.4))
-    for recipe in RECIPES:
-        present = [b for b in budgets if recipe in rows[str(b)]]
-        if not present:
-            continue
-        means = [rows[str(b)][recipe]["mean"] for b in present]
-        spread = [rows[str(b)][recipe]["std"] for b in present]
-        axis.errorbar(present, means, yerr=spread, marker="o", capsize=3, label=recipe)
-    axis.set_xscale("log")
-    axis.set_xticks(budgets, [str(b) for b in budgets])
-    axis.set_xlabel("labelled images per class")
-    axis.set_ylabel("test accuracy (10 classes)")
-    axis.set_title("ImageNet EfficientNet-Lite0 -> Fashion-MNIST, 96 px")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 if __name__ == "__main__":

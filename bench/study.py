@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, plot_by_labels, write_results  # noqa: E402
 
 METHODS = ("scratch", "linear probe", "head + fine-tune", "tuned")
 
@@ -129,7 +129,9 @@ def main():
         rows[str(per_class)]["epochs"] = epochs
 
     plot_path = os.path.join(RESULTS, "study.png")
-    _plot(rows, budgets, plot_path)
+    plot_by_labels(rows, budgets, METHODS, plot_path,
+                   title="Fashion-MNIST 5-9 from a backbone pretrained on 0-4",
+                   tick=lambda b: str(b) if b < 6000 else "all (6000)")
     figures = {"labels_per_class": budgets, "seeds": args.seeds, "tuning_trials": args.trials,
                "quick": args.quick, "results": rows, "plot": "study.png",
                "test_images": int(len(y_test)), "seconds": round(time.time() - start, 1)}
@@ -144,29 +146,6 @@ def main():
         f"standard deviation over {args.seeds} draws of the labelled images. Backbone: the "
         "embedded FashionCNN (pretrained on classes 0-4). The tuned method chooses on the "
         "validation split (20% of the labelled images); the test split is only scored."))
-
-
-def _plot(rows, budgets, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    for method in METHODS:
-        means = [rows[str(b)][method]["mean"] for b in budgets]
-        spread = [rows[str(b)][method]["std"] for b in budgets]
-        axis.errorbar(budgets, means, yerr=spread, marker="o", capsize=3, label=method)
-    axis.set_xscale("log")
-    axis.set_xticks(budgets, [str(b) if b < 6000 else "all (6000)" for b in budgets])
-    axis.set_xlabel("labelled images per class")
-    axis.set_ylabel("test accuracy")
-    axis.set_title("Fashion-MNIST 5-9 from a backbone pretrained on 0-4")
-    axis.legend()
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 if __name__ == "__main__":
