@@ -185,16 +185,16 @@ def write_readmes(results_dir, log):
 
 def _merged_log(results_dir, log):
     """This run's (name, seconds, exit code) over the earlier runs' (`--only` reruns a few)."""
-    path = os.path.join(results_dir, "runs.json")
+    path = os.path.join(results_dir, "runs.jsonl")  # not .json: those are results files
     merged = {}
     if os.path.exists(path):
         with open(path) as handle:
-            merged = {name: (seconds, code) for name, seconds, code in json.load(handle)}
+            merged = {row[0]: tuple(row[1:]) for row in map(json.loads, handle) if row}
     merged.update({name: (seconds, code) for name, seconds, code in log})
     ordered = [(name, *merged[name]) for name in BENCHMARKS if name in merged]
     os.makedirs(results_dir, exist_ok=True)
     with open(path, "w") as handle:
-        json.dump(ordered, handle, indent=1)
+        handle.writelines(json.dumps(list(row)) + "\n" for row in ordered)
     return ordered
 
 

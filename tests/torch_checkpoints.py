@@ -93,29 +93,38 @@ def _wrap(state, malicious):
     return wrapped
 
 
-def save_zip(state, path, *, malicious=None):
+def _raw(array, byteorder):
+    return array.astype(array.dtype.newbyteorder("<" if byteorder == "little" else ">")).tobytes()
+
+
+def save_zip(state, path, *, malicious=None, byteorder="little"):
     """`torch.save(state, path)` for a dict of numpy arrays (PyTorch >= 1.6 format)."""
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, legacy=False)
     pickler.dump(_wrap(state, malicious))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("archive/data.pkl", buffer.getvalue())
-        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/byteorder", byteorder)
         for storage in pickler.storages:
-            archive.writestr(f"archive/data/{storage.key}", storage.array.tobytes())
+            archive.writestr(f"archive/data/{storage.key}", _raw(storage.array, byteorder))
         archive.writestr("archive/version", "3\n")
 
 
-def save_legacy(state, path, *, malicious=None):
-    """`torch.save(..., _use_new_zipfile_serialization=False)` for a dict of numpy arrays."""
+def save_legacy(state, path, *, malicious=None, byteorder="little", counts=None):
+    """`torch.save(..., _use_new_zipfile_serialization=False)` for a dict of numpy arrays.
+
+    `counts` replaces the element count written before each storage (by key), as a
+    damaged file would have it.
+    """
     with open(path, "wb") as handle:
         for value in (0x1950A86A20F9469CFC6C, 1001,
-                      {"protocol_version": 1001, "little_endian": True,
+                      {"protocol_version": 1001, "little_endian": byteorder == "little",
                        "type_sizes": {"short": 2, "int": 4, "long": 4}}):
             pickle.dump(value, handle, protocol=2)
         pickler = _Pickler(handle, legacy=True)
         pickler.dump(_wrap(state, malicious))
         pickle.dump([s.key for s in pickler.storages], handle, protocol=2)
         for storage in pickler.storages:
-            handle.write(struct.pack("<q", storage.array.size))
-            handle.write(storage.array.tobytes())
+            count = (counts or {}).get(storage.key, storage.array.size)
+            handle.write(struct.pack("<q" if byteorder == "little" else ">q", count))
+            handle.write(_raw(storage.array, byteorder))
