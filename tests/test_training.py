@@ -199,7 +199,7 @@ _RESUME_SCRIPT = textwrap.dedent("""
 
     model = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None,
                                         dropout_rate=0.0)
-    result = tftransfer.fit(model, data, head_epochs=3, fine_tune_epochs=3,
+    result = tftransfer.fit(model, data, head_epochs=3, fine_tune_epochs=3, unfreeze_blocks=1,
                             checkpoint_dir=checkpoint_dir, cache_features=False,
                             early_stopping_patience=None, callbacks=[Kill()], verbose=0)
     np.savez(out, *[w.numpy() for w in model.weights])

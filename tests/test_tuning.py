@@ -336,7 +336,7 @@ def test_trials_on_a_keras_backbone_do_not_depend_on_their_order(tmp_path):
             # as it is between a search's trials.
             keras.utils.set_random_seed(0)
             hypermodel = tftransfer.TransferHyperModel(
-                backbone, _data(), head_epochs=1, fine_tune_epochs=2, seed=5,
+                backbone, _data(), head_epochs=1, fine_tune_epochs=1, seed=5,
                 cache_dir=str(tmp_path / f"heads_{order[0]}_{blocks}"), activation_cache_mb=0,
                 search_space={"head_learning_rate": [1e-3], "dropout_rate": [0.0],
                               "unfreeze_blocks": [1, 3], "fine_tune_learning_rate": [3e-3]})
