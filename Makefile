@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m tftransfer demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
