@@ -21,11 +21,9 @@ scored on the 10,000 images of Fashion-MNIST's test split:
 
 Writes bench/results/recipes.json, recipes.md and recipes.png.
 
-`--ablations` instead runs `fit` with one default changed at a time (the
-variants in `ABLATIONS`) on the same draws, 10 labels per class, and writes
-recipes_ablations.json / .md: the evidence for each default.
+`bench/recipes_ablations.py` changes one default at a time on the same draws.
 
-Run: python bench/recipes.py [--quick] [--seeds 3] [--labels 10,20,50,100] [--ablations]
+Run: python bench/recipes.py [--quick] [--seeds 3] [--labels 10,20,50,100]
 """
 
 import argparse
@@ -125,23 +123,6 @@ def run_keras_io(x, y, test):
     return keras_io_recipe(base, (x, y), 10, test=test)
 
 
-# One default changed at a time; "budget x2" doubles the fine-tuning epochs of the default.
-ABLATIONS = {
-    "fit defaults": {},
-    "fine-tune lr 1e-4": {"fine_tune_learning_rate": 1e-4},
-    "fine-tune lr 1e-3": {"fine_tune_learning_rate": 1e-3},
-    "top 3 blocks only": {"unfreeze_blocks": 3},
-    "head only": {"fine_tune_epochs": 0},
-    "fine-tuning steps x2": {"fine_tune_epochs": "x2"},
-    "layer-wise decay 0.85": {"discriminative_lr": 0.85},
-    "head lr 1e-3": {"head_learning_rate": 1e-3},
-    "previous defaults (5 + 5 epochs, top block, 1e-3 / 1e-5)": {
-        "head_epochs": 5, "fine_tune_epochs": 5, "unfreeze_blocks": 1,
-        "head_learning_rate": 1e-3, "fine_tune_learning_rate": 1e-5,
-        "early_stopping_patience": 3},
-}
-
-
 def run_fit(x, y, test, seed, **changes):
     import tftransfer
     from tftransfer.training.budgets import default_budget
@@ -173,8 +154,6 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--labels", default="10,20,50,100")
     parser.add_argument("--tune-labels", default="10,20")
-    parser.add_argument("--ablations", action="store_true",
-                        help="fit with one default changed at a time, 10 labels per class")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.labels, args.tune_labels = 1, "10", "10"
@@ -186,8 +165,6 @@ def main():
     start = time.time()
     (x_pool, y_pool), (x_test, y_test) = tftransfer.datasets.fashion_mnist()
     test = test_dataset(x_test, y_test)
-    if args.ablations:
-        return ablations(x_pool, y_pool, test, y_test, args.seeds, start)
     budgets = [int(v) for v in args.labels.split(",")]
     tuned = {int(v) for v in args.tune_labels.split(",") if v}
     scratch = tempfile.mkdtemp(prefix="tftransfer_recipes_")
@@ -262,33 +239,6 @@ def draw(x_pool, y_pool, per_class, seed):
                            for c in range(10)])
     rng.shuffle(keep)
     return resize(x_pool[keep]), y_pool[keep]
-
-
-def ablations(x_pool, y_pool, test, y_test, seeds, start, per_class=10):
-    import keras
-
-    scores = {name: [] for name in ABLATIONS}
-    for seed in range(seeds):
-        x, y = draw(x_pool, y_pool, per_class, seed)
-        for name, changes in ABLATIONS.items():
-            keras.utils.set_random_seed(seed)
-            scores[name].append(run_fit(x, y, test, seed, **dict(changes))[0])
-            keras.backend.clear_session()
-            print(f"{per_class}/class seed {seed} {name}: {scores[name][-1]:.4f}", flush=True)
-    rows = {name: {"mean": float(np.mean(v)), "std": float(np.std(v)),
-                   "runs": [round(s, 4) for s in v], "changes": ABLATIONS[name]}
-            for name, v in scores.items()}
-    base = rows["fit defaults"]["mean"]
-    table = [(f"{name}", f"{row['mean']:.4f} ± {row['std']:.4f} ({row['mean'] - base:+.4f})")
-             for name, row in rows.items()]
-    write_results("recipes_ablations", {
-        "backbone": BACKBONE, "image_size": SIZE, "labels_per_class": per_class,
-        "seeds": seeds, "results": rows, "test_images": int(len(y_test)),
-        "seconds": round(time.time() - start, 1)}, table, notes=(
-        f"`fit` on {BACKBONE} (ImageNet, {SIZE} px), {per_class} labels per class of all ten "
-        f"Fashion-MNIST classes, one default changed at a time; test accuracy on "
-        f"{len(y_test)} test images, mean ± standard deviation over {seeds} draws (the same "
-        "draws as bench/recipes.py), and the difference to the defaults."))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ BENCHMARKS = {
     "roofline": ([], ["--quick"]),
     "study": ([], ["--quick"]),
     "recipes": ([], ["--quick"]),
+    "recipes_ablations": ([], ["--seeds", "1"]),
     "backbone_throughput": ([], ["--quick"]),
     "distillation": ([], ["--quick"]),
     "memory": ([], ["--quick"]),
@@ -69,6 +70,9 @@ HEADLINES = {
     "recipes": [("ImageNet EfficientNet-Lite0 -> Fashion-MNIST, 10 labels/class: `fit` defaults "
                  "/ linear probe / keras.io recipe (test accuracy)", "results.10", "recipes",
                  "fit >= probe + 0.02")],
+    "recipes_ablations": [("10 labels/class: `fit` defaults / the previous defaults (5 + 5 "
+                           "epochs, top block, 1e-3 / 1e-5)", "results", "ablations",
+                           "report")],
     "backbone_throughput": [("EfficientNet-Lite0 pooled features, tftransfer / hand-built "
                              "Keras, images/s (worst of 96 and 224 px)", "ratio_min", "{:.3f}",
                              ">= 0.95")],
@@ -121,7 +125,9 @@ def headline_rows(results_dir):
             except (KeyError, TypeError):
                 continue
             text = (_study_cell(value) if form == "study" else _recipes_cell(value)
-                    if form == "recipes" else _pair(
+                    if form == "recipes" else _pair(value, "fit defaults", next(
+                        k for k in value if k.startswith("previous defaults")))
+                    if form == "ablations" else _pair(
                 value, "student, distilled", "student, labels only") if form == "distillation"
                 else _pair(value, next(k for k in value if "L2-SP" in k), "fine-tune")
                 if form == "anchor" else form.format(value))
