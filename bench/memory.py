@@ -99,7 +99,7 @@ def tune_rss(trials=20, *, isolate_trials=False, directory=None, fine_tune_epoch
         "FashionCNN", _data(), max_trials=trials, head_epochs=1,
         fine_tune_epochs=fine_tune_epochs,
         directory=directory or tempfile.mkdtemp(prefix="tftransfer_memory_"),
-        isolate_trials=isolate_trials, seed=0, overwrite=True,
+        isolate_trials=isolate_trials, seed=0, overwrite=True, folds=None,
         search_space={"unfreeze_blocks": (0, 3), "fine_tune_learning_rate": (1e-5, 1e-2, "log"),
                       "dropout_rate": (0.0, 0.5)})
     return [trial["rss_mb"] for trial in result.trials]

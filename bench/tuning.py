@@ -90,7 +90,7 @@ def main():
     result = tftransfer.tune("MobileNetV2", data, max_trials=args.trials, weights=None,
                              directory=scratch, project_name="tftransfer", overwrite=True,
                              head_epochs=args.head_epochs,
-                             fine_tune_epochs=args.fine_tune_epochs, seed=1337)
+                             fine_tune_epochs=args.fine_tune_epochs, seed=1337, folds=None)
     tftransfer_seconds = time.perf_counter() - start
     speedup = plain_seconds / tftransfer_seconds
 
@@ -102,7 +102,8 @@ def main():
     before = rss_mb()
     memory = tftransfer.tune("MobileNetV2", data, max_trials=args.memory_trials, weights=None,
                              directory=scratch, project_name="memory", overwrite=True,
-                             head_epochs=1, fine_tune_epochs=1, seed=7, isolate_trials=True)
+                             head_epochs=1, fine_tune_epochs=1, seed=7, isolate_trials=True,
+                             folds=None)
     after = rss_mb()
     finished = len([t for t in memory.trials if t["status"] == "COMPLETED"])
     steady = (after - before) / max(finished, 1)

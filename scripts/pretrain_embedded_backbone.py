@@ -30,7 +30,11 @@ def main(argv=None):
                         help="training images per source class (of 6000)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source-classes", default="0,1,2,3,4",
+                        help="Fashion-MNIST classes to pretrain on (bench/recipes.py also "
+                             "pretrains one on 5,6,7,8,9 for its second split)")
     args = parser.parse_args(argv)
+    source = [int(c) for c in args.source_classes.split(",")]
 
     import keras
     import numpy as np
@@ -44,10 +48,10 @@ def main(argv=None):
     start = time.time()
 
     (x_train, y_train), (x_test, y_test) = tftransfer.datasets.fashion_mnist(
-        classes=[0, 1, 2, 3, 4])
+        classes=source)
     rng = np.random.default_rng(args.seed)
     keep = np.concatenate([rng.permutation(np.flatnonzero(y_train == c))[:args.per_class]
-                           for c in range(5)])
+                           for c in range(len(source))])
     keep = rng.permutation(keep)
     train = tftransfer.data.from_arrays(x_train[keep], y_train[keep], image_size=32,
                                         validation_split=0.0, batch_size=args.batch_size,
@@ -59,7 +63,7 @@ def main(argv=None):
     inputs = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Rescaling(1 / 255.0, name="preprocessing")(inputs)
     x = keras.layers.GlobalAveragePooling2D(name="pooling")(backbone(x))
-    outputs = keras.layers.Dense(5, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(len(source), activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs)
     steps = args.epochs * len(train)
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
@@ -81,8 +85,10 @@ def main(argv=None):
 
     info = {
         "name": embedded.NAME,
-        "source": "Fashion-MNIST (Debian package dataset-fashion-mnist), classes 0-4",
-        "source_classes": list(embedded.SOURCE_CLASSES),
+        "source": "Fashion-MNIST (Debian package dataset-fashion-mnist), classes "
+                  + ",".join(map(str, source)),
+        "source_classes": (list(embedded.SOURCE_CLASSES) if source == [0, 1, 2, 3, 4] else
+                           [tftransfer.datasets.FASHION_MNIST_CLASSES[c] for c in source]),
         "source_test_accuracy": round(accuracy, 4),
         "source_test_images": int(len(y_test)),
         "train_images": int(len(keep)),

@@ -364,3 +364,42 @@ def test_checkpoint_dir_writes_logs_and_tensorboard_on_request(tmp_path):
     reloaded = tftransfer.load_model(str(tmp_path / "run" / "best.keras"))
     assert reloaded.output_shape == model.output_shape
     assert result.history["epoch"] == [0, 1]
+
+
+def _diverging_case():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    return x, y
+
+
+def test_fine_tuning_that_diverges_is_reverted_to_the_head_phase():
+    # A rate far too high for the backbone: without the guard the model fits its own
+    # training data worse than the head alone did, and fit returns it.
+    x, y = _diverging_case()
+    common = dict(head_epochs=3, seed=0, verbose=0, batch_size=16)
+    keras.utils.set_random_seed(0)
+    head_only = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
+                               (x, y), fine_tune_epochs=0, **common)
+    keras.utils.set_random_seed(0)
+    with pytest.warns(UserWarning, match=r"fine-tuning at learning rate 3 ended with a "
+                                         r"training loss of .* it diverged"):
+        guarded = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
+                                 (x, y), fine_tune_epochs=3, fine_tune_learning_rate=3.0,
+                                 **common)
+    assert guarded.fine_tune_reverted
+    assert guarded.history["loss"][-1] > guarded.history["loss"][2]  # it did diverge
+    np.testing.assert_allclose(guarded.model.predict(x, verbose=0),
+                               head_only.model.predict(x, verbose=0), atol=1e-5)
+    keras.utils.set_random_seed(0)
+    unguarded = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
+                               (x, y), fine_tune_epochs=3, fine_tune_learning_rate=3.0,
+                               revert_diverged=False, **common)
+    assert not unguarded.fine_tune_reverted
+    assert not np.allclose(unguarded.model.predict(x, verbose=0),
+                           head_only.model.predict(x, verbose=0), atol=1e-3)
+    # At a sound rate fine-tuning stands.
+    keras.utils.set_random_seed(0)
+    sound = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
+                           (x, y), fine_tune_epochs=3, **common)
+    assert not sound.fine_tune_reverted

@@ -27,7 +27,7 @@ def _data():
 @pytest.mark.slow
 def test_search_shares_the_head_and_opens_the_searched_blocks(tmp_path):
     result = tftransfer.tune("MobileNetV2", _data(), max_trials=5, weights=None,
-                             directory=tmp_path, head_epochs=2, fine_tune_epochs=1,
+                             directory=tmp_path, head_epochs=2, fine_tune_epochs=1, folds=None,
                              search_space={**FIXED_HEAD, "unfreeze_blocks": (0, 6)}, seed=3)
     completed = [t for t in result.trials if t["status"] == "COMPLETED"]
     assert len(completed) == 5
@@ -99,7 +99,7 @@ _SEARCH_SCRIPT = textwrap.dedent("""
     keras_tuner.engine.base_tuner.BaseTuner.on_trial_end = on_trial_end
     result = tftransfer.tune("MobileNetV2", data, max_trials=4, weights=None,
                              directory=directory, project_name="resume", head_epochs=1,
-                             fine_tune_epochs=1, search_space={"head_learning_rate": [1e-3],
+                             fine_tune_epochs=1, folds=None, search_space={"head_learning_rate": [1e-3],
                              "dropout_rate": [0.0]})
     print("DONE", len([t for t in result.trials if t["status"] == "COMPLETED"]))
 """)
@@ -188,7 +188,8 @@ def test_cli_tune_runs_a_search_on_a_folder(tmp_path, capsys):
                      "--directory", str(tmp_path / "tuning")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "trials finished here: 2" in out and "best hyperparameters" in out
+    assert "trials finished here: 2 (chosen by 3-fold cross-validation)" in out
+    assert "best hyperparameters" in out
 
 
 @pytest.mark.slow
@@ -297,7 +298,7 @@ def test_training_the_suffix_on_cached_activations_trains_the_classifier_the_sam
 @pytest.mark.slow
 def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classifier(tmp_path):
     data = _data()
-    result = tftransfer.tune("MobileNetV2", data, max_trials=3, weights=None,
+    result = tftransfer.tune("MobileNetV2", data, max_trials=3, weights=None, folds=None,
                              directory=tmp_path, head_epochs=1, fine_tune_epochs=2,
                              search_space={**FIXED_HEAD, "unfreeze_blocks": [0, 2, 4],
                                            "fine_tune_learning_rate": [3e-3]}, seed=3)
@@ -313,7 +314,7 @@ def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classif
     # The same search without the activation cache runs the whole model.
     plain = tftransfer.tune("MobileNetV2", data, max_trials=1, weights=None,
                             directory=tmp_path, project_name="plain", head_epochs=1,
-                            fine_tune_epochs=1, activation_cache_mb=0,
+                            fine_tune_epochs=1, activation_cache_mb=0, folds=None,
                             search_space={**FIXED_HEAD, "unfreeze_blocks": [2]})
     assert not plain.tuner.hypermodel.log[0]["fine_tuned_on_cached_activations"]
 
@@ -351,3 +352,93 @@ def test_trials_on_a_keras_backbone_do_not_depend_on_their_order(tmp_path):
     for weight, value in zip(backbone.weights, weights):
         np.testing.assert_array_equal(weight.numpy(), value)
     assert [layer.trainable for layer in backbone.layers] == flags
+
+
+def _small(count=96, batch_size=16, size=16):
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (count, size, size, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    return tftransfer.data.from_arrays(x, y, validation_split=0.25, batch_size=batch_size, seed=0)
+
+
+def test_the_first_trial_is_fits_defaults_with_fits_budget(tmp_path):
+    # The search starts from the fixed recipe: before, trial 1 was a random draw.
+    from tftransfer.training.budgets import default_budget
+    from tftransfer.training.trainer import FINE_TUNE_LEARNING_RATE, HEAD_LEARNING_RATE
+
+    data = _small()
+    result = tftransfer.tune("FashionCNN", data, max_trials=1, folds=None,
+                             directory=tmp_path, seed=3)
+    assert result.trials[0]["hyperparameters"] == {
+        "unfreeze_blocks": result.tuner.hypermodel.num_blocks, "fine_tune_learning_rate": FINE_TUNE_LEARNING_RATE,
+        "head_learning_rate": HEAD_LEARNING_RATE, "dropout_rate": 0.2, "layer_decay": 1.0}
+    budget = default_budget(5)  # 72 training images in batches of 16
+    assert (result.budget["head_epochs"], result.budget["fine_tune_epochs"]) == (
+        budget.head_epochs, budget.fine_tune_epochs)
+    history = result.tuner.hypermodel.log[0]["history"]
+    assert len(history["val_accuracy"]) == budget.fine_tune_epochs
+    assert result.selection == "validation split" and not result.refit
+    assert result.best_model is not None and result.refit_training is None
+
+
+def test_small_data_is_cross_validated_and_the_choice_refit_on_all_labels(tmp_path):
+    data = _small()
+    result = tftransfer.tune("FashionCNN", data, max_trials=2, head_epochs=2,
+                             fine_tune_epochs=2, directory=tmp_path, seed=3,
+                             search_space={"unfreeze_blocks": [0, 4],
+                                           "fine_tune_learning_rate": [3e-3]})
+    assert result.selection == "3-fold cross-validation" and result.folds == 3
+    log = result.tuner.hypermodel.log
+    assert len(log) == 2 * 3  # every trial trained once per fold
+    for trial in result.trials:
+        folds = [entry for entry in log if entry["hyperparameters"] == trial["hyperparameters"]]
+        best = [max(entry["history"]["val_accuracy"]) for entry in folds]
+        assert trial["score"] == pytest.approx(np.mean(best), abs=1e-6)
+    # Each fold trains on two thirds of the 96 labelled images and validates on the rest.
+    tuner = result.tuner
+    for fold in tuner.fold_models:
+        counts = fold.data.counts
+        assert sum(counts["train"].values()) + sum(counts["validation"].values()) == 96
+        assert 30 <= sum(counts["validation"].values()) <= 34
+    # The refit trains on all 96 (6 steps of 16 an epoch), with the chosen settings.
+    assert result.refit and result.refit_training.budget["steps_per_epoch"] == 6
+    assert result.best_model is result.refit_training.model
+    phases = set(result.refit_training.history["phase"])
+    chosen = result.best_hyperparameters["unfreeze_blocks"]
+    assert phases == ({"head", "fine_tune"} if chosen else {"head"})
+
+
+def test_layer_decay_slows_the_deeper_blocks_in_a_trial(tmp_path):
+    import keras
+    import keras_tuner as kt
+
+    moved = {}
+    for decay in (1.0, 1e-3):
+        keras.utils.set_random_seed(0)
+        hypermodel = tftransfer.TransferHyperModel(
+            "FashionCNN", _small(), head_epochs=1, fine_tune_epochs=2, seed=5,
+            weights=None, cache_dir=str(tmp_path / f"heads_{decay}"), activation_cache_mb=0,
+            search_space={"unfreeze_blocks": [4], "fine_tune_learning_rate": [3e-3],
+                          "layer_decay": [decay]})
+        hp = kt.HyperParameters()
+        model = hypermodel.build(hp)
+        backbone = tftransfer.find_backbone(model)
+        before = backbone.get_layer("block1_conv1").kernel.numpy().copy()
+        hypermodel.fit(hp, model)
+        moved[decay] = float(np.abs(backbone.get_layer("block1_conv1").kernel.numpy()
+                                    - before).max())
+        keras.backend.clear_session()
+    # Blocks stem, block1, block2, block3: block1 is 3 deep, its rate 3e-3 * decay**3.
+    assert moved[1e-3] < 1e-6 < moved[1.0]
+
+
+def test_cross_validation_arguments_are_checked():
+    data = _small()
+    with pytest.raises(ValueError, match="folds: expected 'auto', None or an int of at least 2"):
+        tftransfer.tune("FashionCNN", data, folds=1)
+    with pytest.raises(ValueError, match="tuner='hyperband' scores partial trials"):
+        tftransfer.tune("FashionCNN", data, folds=3, tuner="hyperband")
+    with pytest.raises(ValueError, match="objective 'loss' is a training metric"):
+        tftransfer.tune("FashionCNN", data, folds=3, objective="loss")
+    with pytest.raises(ValueError, match="refit: expected 'auto', True or False"):
+        tftransfer.tune("FashionCNN", data, refit="yes")

@@ -36,7 +36,7 @@ TRAIN_OPTIONS = {
     "validation_split": 0.2, "test_split": 0.0, "augmentation": None,
     # fit()'s own defaults: budgets sized by the data, the whole backbone fine-tuned.
     "head_epochs": "auto", "fine_tune_epochs": "auto", "unfreeze_blocks": "all",
-    "head_learning_rate": 3e-3, "fine_tune_learning_rate": 3e-4, "dropout_rate": 0.2,
+    "head_learning_rate": 3e-3, "fine_tune_learning_rate": 1e-3, "dropout_rate": 0.2,
     "label_smoothing": 0.0, "mixed_precision": "auto", "output": "tftransfer_run",
     "export": None, "checkpoint_dir": None, "path_column": "path", "label_column": "label",
     "tfds_data_dir": None, "seed": 1337,
@@ -50,8 +50,9 @@ DISTILL_OPTIONS = {
 }
 TUNE_OPTIONS = {
     "backbone": "FashionCNN", "weights": "imagenet", "image_size": None, "batch_size": 32,
-    "validation_split": 0.2, "max_trials": 10, "tuner": "random", "head_epochs": 3,
-    "fine_tune_epochs": 3, "directory": "tuning", "project_name": None,
+    "validation_split": 0.2, "max_trials": 10, "tuner": "random", "head_epochs": "auto",
+    "fine_tune_epochs": "auto", "folds": "auto", "refit": "auto", "directory": "tuning",
+    "project_name": None,
     "path_column": "path", "label_column": "label", "tfds_data_dir": None,
     "role": None, "oracle": None, "tuner_id": None, "isolate_trials": False,
 }
@@ -450,10 +451,12 @@ def _cmd_tune(args):
     result = tftransfer.tune(settings["backbone"], data, max_trials=int(settings["max_trials"]),
                              tuner=settings["tuner"], directory=settings["directory"],
                              project_name=settings["project_name"],
-                             head_epochs=int(settings["head_epochs"]),
-                             fine_tune_epochs=int(settings["fine_tune_epochs"]),
+                             head_epochs=_auto_int(settings["head_epochs"], "head_epochs"),
+                             fine_tune_epochs=_auto_int(settings["fine_tune_epochs"],
+                                                        "fine_tune_epochs"),
+                             folds=_folds(settings["folds"]), refit=_refit(settings["refit"]),
                              weights=weights, isolate_trials=bool(settings["isolate_trials"]))
-    print(f"trials finished here: {len(result.trials)}")
+    print(f"trials finished here: {len(result.trials)} (chosen by {result.selection})")
     if result.best_hyperparameters:
         print(f"best hyperparameters: {result.best_hyperparameters}")
     return 0
@@ -464,6 +467,27 @@ def _cmd_demo(args):
 
     run_demo(args.output_dir, export_dir=args.export_dir)
     return 0
+
+
+def _folds(value):
+    """`--folds`: auto, none, or an int."""
+    if isinstance(value, str) and value.strip().lower() == "none" or value is None:
+        return None
+    return _auto_int(value, "folds")
+
+
+def _refit(value):
+    """`--refit`: auto, yes or no."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    text = str(value).strip().lower()
+    if text in ("yes", "true", "1"):
+        return True
+    if text in ("no", "false", "0"):
+        return False
+    if text == "auto":
+        return "auto"
+    raise UsageError(f"refit: expected auto, yes or no; received {value!r}.")
 
 
 # --- the parser ----------------------------------------------------------------------------
@@ -553,7 +577,13 @@ def build_parser():
                     "--tuner-id worker0), all with the same --directory on shared storage.")
     tune.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
     _data_options(tune)
-    _numbers(tune, "max-trials", "head-epochs", "fine-tune-epochs")
+    _numbers(tune, "max-trials", "head-epochs", "fine-tune-epochs",
+             words={"head-epochs": "auto", "fine-tune-epochs": "auto"})
+    tune.add_argument("--folds", help="k-fold selection: auto (3 folds below 1,000 labelled "
+                      "images), none (the validation split) or a number")
+    tune.add_argument("--refit", choices=("auto", "yes", "no"),
+                      help="train the best configuration again on train + validation "
+                           "(auto: when cross-validated)")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"))
     tune.add_argument("--directory")
     tune.add_argument("--project-name")

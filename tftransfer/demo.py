@@ -8,7 +8,8 @@ sandal, shirt, sneaker, bag, ankle boot) with 10 labelled images per class,
 by `tftransfer.fit` with its defaults: a head phase on the frozen backbone,
 then fine-tuning of the whole backbone with BatchNorm frozen, with progress
 bars. Next to it, the keras.io transfer-learning guide's recipe, written by
-hand, trains the same backbone on the same images (`keras_io_recipe()`). The
+hand, trains the same backbone on the same images (`keras_io_recipe()`), and
+a small CNN learns them from scratch (`scratch_baseline()`). The
 tftransfer model is evaluated on the held-out test images, plotted, exported
 for TF Serving, checked in a fresh process, and described in a model card.
 """
@@ -24,10 +25,14 @@ import numpy as np
 #: The demo's recipe: `fit`'s defaults on an ImageNet backbone, shared with the notebooks.
 RECIPE = {
     "backbone": "EfficientNetLite0",
-    "image_size": 64,
+    "image_size": 96,
     "labels_per_class": 10,
     "seeds": (0, 1, 2),
 }
+
+
+#: The scratch baseline's images: FashionCNN's own size (28 px images, padded a little).
+SCRATCH_IMAGE_SIZE = 32
 
 
 def _summary(values):
@@ -130,12 +135,63 @@ def keras_io_recipe(base, train, num_classes, *, test, validation=None, head_epo
     return head, train_and_score(1e-5, fine_tune_epochs)
 
 
+def scratch_baseline(train, num_classes, *, seed=1337, image_size=32, learning_rate=3e-3,
+                     batch_size=32):
+    """A small CNN trained from scratch for as many steps as `fit`'s defaults take.
+
+    The baseline transfer must beat: the embedded `"FashionCNN"`
+    architecture at random initialization, every layer trained from the
+    first step at `learning_rate` (cosine schedule with warmup), for the head
+    and fine-tuning epochs of `fit`'s data-sized defaults together
+    (`tftransfer.training.budgets`), so that it gets as many optimizer
+    updates as the transfer recipe.
+
+    Args:
+        train: `(x, y)` arrays or a `tf.data.Dataset` of batches, images in
+            [0, 255].
+        num_classes: int.
+        seed: int. Defaults to `1337`.
+        image_size: int. Defaults to `32`.
+        learning_rate: float. Defaults to `3e-3`.
+        batch_size: int. For array data. Defaults to `32`.
+
+    Returns:
+        The trained `keras.Model`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tftransfer.demo import scratch_baseline
+    >>> x, y = np.random.uniform(0, 255, (8, 32, 32, 3)), np.arange(8) % 2
+    >>> model = scratch_baseline((x, y), 2)
+    >>> model.output_shape
+    (None, 2)
+    """
+    import tftransfer
+    from tftransfer.backbones import embedded
+    from tftransfer.training.budgets import default_budget
+
+    if isinstance(train, tuple):
+        steps = -(-len(train[1]) // batch_size)
+    else:
+        steps = int(train.cardinality())
+    budget = default_budget(steps if steps > 0 else None)
+    keras.utils.set_random_seed(seed)
+    model = tftransfer.build_classifier(embedded.NAME, num_classes, image_size=image_size,
+                                        weights=None)
+    return tftransfer.fit(model, train, head_epochs=0,
+                          fine_tune_epochs=budget.head_epochs + budget.fine_tune_epochs,
+                          unfreeze_fraction=1.0, fine_tune_learning_rate=learning_rate,
+                          early_stopping_patience=None, batch_size=batch_size, seed=seed,
+                          verbose=0).model
+
+
 def compare(recipe, seed, *, verbose=0):
-    """One run of `fit`'s defaults and of the keras.io recipe, on one draw of the labels.
+    """One run of `fit`'s defaults, the keras.io recipe and scratch, on one draw of the labels.
 
     Returns:
         `(TrainingResult, EvaluationResult, keras.io accuracies (head,
-        fine-tuned), the data bundle)`.
+        fine-tuned), the data bundle, scratch accuracy)`.
     """
     import tftransfer
     from tftransfer.backbones import get_backbone_spec
@@ -157,7 +213,16 @@ def compare(recipe, seed, *, verbose=0):
     base = get_backbone_spec(recipe["backbone"]).constructor(input_shape=(size, size, 3),
                                                             weights="imagenet")
     baseline = keras_io_recipe(base, data.train, data.num_classes, test=test)
-    return result, evaluation, baseline, data
+    if verbose:
+        print("    ... and a small CNN (FashionCNN's architecture) from scratch, on the same "
+              "images, for as many optimizer steps")
+    small, small_test = demo_data(SCRATCH_IMAGE_SIZE, labels_per_class=recipe["labels_per_class"],
+                                  seed=seed)
+    scratch = scratch_baseline(small.train, small.num_classes, seed=seed,
+                               image_size=SCRATCH_IMAGE_SIZE)
+    scratch_accuracy = tftransfer.evaluate(scratch, small_test,
+                                           class_names=small.class_names).accuracy
+    return result, evaluation, baseline, data, scratch_accuracy
 
 
 def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models", "demo"),
@@ -173,8 +238,9 @@ def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models"
         recipe: dict or None. Entries replace those of `RECIPE`.
 
     Returns:
-        A dict: `transfer_accuracy` and `keras_io_accuracy` (means over the
-        runs; the keras.io recipe after fine-tuning), `transfer_accuracies`,
+        A dict: `transfer_accuracy`, `keras_io_accuracy` and
+        `scratch_accuracy` (means over the runs; the keras.io recipe after
+        fine-tuning), `scratch_accuracies`, `transfer_accuracies`,
         `keras_io_head_accuracies` and `keras_io_accuracies` (each run),
         `evaluation` (the first run's `EvaluationResult`), `export` (an `ExportResult`), `report` (the
         model card's path), `model_path`, `fresh_process_prediction` and
@@ -216,8 +282,9 @@ def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models"
         if index:
             say(f"    run {index + 1} of {len(seeds)} (seed {seed})")
         runs.append(compare(recipe, seed, verbose=fit_verbose if index == 0 else 0))
-    result, evaluation, _, data = runs[0]
+    result, evaluation, _, data, _ = runs[0]
     transfer_accuracies = [run[1].accuracy for run in runs]
+    scratch_accuracies = [run[4] for run in runs]
     keras_io_head = [run[2][0] for run in runs]
     keras_io_tuned = [run[2][1] for run in runs]
 
@@ -246,7 +313,9 @@ def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models"
         data_description="tftransfer/demo_data/fashion_target (Fashion-MNIST classes 5-9)",
         extra={"labelled images per class": recipe["labels_per_class"],
                "keras.io recipe on the same backbone and images, after fine-tuning (test "
-               "accuracy)": f"{keras_io_tuned[0]:.4f}"})
+               "accuracy)": f"{keras_io_tuned[0]:.4f}",
+               "small CNN from scratch on the same images, as many steps (test accuracy)":
+               f"{scratch_accuracies[0]:.4f}"})
     plots = [tftransfer.evaluation.plot_history(result, os.path.join(output_dir,
                                                                      "training_curves.png")),
              tftransfer.evaluation.plot_confusion_matrix(
@@ -260,6 +329,7 @@ def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models"
     say(f"  test accuracy, tftransfer.fit defaults:           {_summary(transfer_accuracies)}")
     say(f"  test accuracy, keras.io recipe, after its head:   {_summary(keras_io_head)}")
     say(f"  test accuracy, keras.io recipe, after fine-tuning: {_summary(keras_io_tuned)}")
+    say(f"  test accuracy, small CNN from scratch:             {_summary(scratch_accuracies)}")
     say(f"  run 1, transfer: top-2 accuracy {evaluation.top_k_accuracy:.3f}, macro F1 "
         f"{evaluation.macro_f1:.3f}, calibration error {evaluation.calibration_error:.3f}")
     say(f"  export: {exported.path} (largest difference from Keras in a fresh process "
@@ -273,6 +343,8 @@ def run_demo(output_dir="demo_output", *, export_dir=os.path.join("saved_models"
     return {
         "transfer_accuracy": float(np.mean(transfer_accuracies)),
         "keras_io_accuracy": float(np.mean(keras_io_tuned)),
+        "scratch_accuracy": float(np.mean(scratch_accuracies)),
+        "scratch_accuracies": scratch_accuracies,
         "transfer_accuracies": transfer_accuracies,
         "keras_io_head_accuracies": keras_io_head,
         "keras_io_accuracies": keras_io_tuned,

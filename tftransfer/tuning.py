@@ -28,9 +28,20 @@ from tftransfer import checks, files
 from tftransfer.data.bundle import DatasetBundle
 from tftransfer.models import build_classifier
 from tftransfer.training import feature_cache
+from tftransfer.training.budgets import default_budget
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
+from tftransfer.training.optimizers import discriminative_multipliers, layerwise_optimizer
+from tftransfer.training.schedules import make_schedule
+from tftransfer.training.trainer import FINE_TUNE_LEARNING_RATE, HEAD_LEARNING_RATE
 
-SEARCHABLE = ("unfreeze_blocks", "fine_tune_learning_rate", "head_learning_rate", "dropout_rate")
+SEARCHABLE = ("unfreeze_blocks", "fine_tune_learning_rate", "head_learning_rate", "dropout_rate",
+              "layer_decay")
+#: Labelled examples (train + validation) below which `folds="auto"` selects by k-fold.
+FOLDS_BELOW = 1000
+#: The folds `folds="auto"` uses.
+AUTO_FOLDS = 3
+#: `fit`'s warmup, shared by every trial's schedules.
+WARMUP_FRACTION = 0.05
 TUNERS = ("bayesian", "hyperband", "random")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 HEAD_LAYERS = ("head_dense_", "predictions")
@@ -51,17 +62,55 @@ def rss_mb():
             return 0.0
 
 
-def _define(hp, name, spec):
-    """Declares one hyperparameter from a compact spec."""
+def _define(hp, name, spec, start=None):
+    """Declares one hyperparameter from a compact spec; `start` is its default
+    (the first trial's value) when the spec holds it."""
     if isinstance(spec, (list, tuple)) and len(spec) in (2, 3) and not isinstance(spec, list):
         low, high = spec[0], spec[1]
         sampling = spec[2] if len(spec) == 3 else "linear"
+        inside = start is not None and low <= start <= high
         if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
-            return hp.Int(name, low, high)
-        return hp.Float(name, float(low), float(high), sampling=sampling)
+            return hp.Int(name, low, high, default=int(start) if inside else None)
+        return hp.Float(name, float(low), float(high), sampling=sampling,
+                        default=float(start) if inside else None)
     if isinstance(spec, list):
-        return hp.Choice(name, spec)
+        return hp.Choice(name, spec, default=start if start in spec else None)
     return hp.Fixed(name, spec)
+
+
+def _defaults_first(oracle_class):
+    """`oracle_class` whose first trial is the hyperparameters' defaults (fit's recipe)."""
+
+    class DefaultsFirst(oracle_class):
+        def populate_space(self, trial_id):
+            values = dict(self.hyperparameters.values)
+            if values and not self._duplicate(values):
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": values}
+            return super().populate_space(trial_id)
+
+    DefaultsFirst.__name__ = oracle_class.__name__
+    return DefaultsFirst
+
+
+class _TransferTuner(kt.Tuner):
+    """A keras-tuner Tuner that scores a trial by k-fold cross-validation when
+    given one hypermodel per fold (else as keras-tuner does)."""
+
+    def __init__(self, *args, fold_models=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fold_models = list(fold_models or [])
+
+    def run_trial(self, trial, *args, **kwargs):
+        if not self.fold_models:
+            return super().run_trial(trial, *args, **kwargs)
+        histories = []
+        for hypermodel in self.fold_models:
+            keras.backend.clear_session()
+            model = hypermodel.build(trial.hyperparameters)
+            histories.append(hypermodel.fit(trial.hyperparameters, model,
+                                            epochs=kwargs.get("epochs")))
+        # keras-tuner averages the folds' best-epoch objectives.
+        return histories
 
 
 class TransferHyperModel(kt.HyperModel):
@@ -107,8 +156,8 @@ class TransferHyperModel(kt.HyperModel):
     >>> tuner = keras_tuner.RandomSearch(hypermodel, "val_accuracy", 5)  # doctest: +SKIP
     """
 
-    def __init__(self, backbone, data, *, search_space=None, head_epochs=3,
-                 fine_tune_epochs=3, weights="imagenet", cache_dir=None, seed=1337,
+    def __init__(self, backbone, data, *, search_space=None, head_epochs="auto",
+                 fine_tune_epochs="auto", weights="imagenet", cache_dir=None, seed=1337,
                  verbose=0, activation_cache_mb=1024):
         super().__init__(name="transfer")
         if not isinstance(data, DatasetBundle):
@@ -124,9 +173,16 @@ class TransferHyperModel(kt.HyperModel):
                               [layer.trainable for layer in _all_layers(backbone)])
         self.data = data
         self.weights = weights
-        self.head_epochs = checks.check_int(head_epochs, "head_epochs")
-        self.fine_tune_epochs = checks.check_int(fine_tune_epochs, "fine_tune_epochs",
-                                                 minimum=1)
+        if head_epochs != "auto":
+            checks.check_int(head_epochs, "head_epochs")
+        if fine_tune_epochs != "auto":
+            checks.check_int(fine_tune_epochs, "fine_tune_epochs", minimum=1)
+        steps = int(data.train.cardinality())
+        # `fit`'s data-sized budget (tftransfer.training.budgets) unless given.
+        self.budget = default_budget(steps if steps > 0 else None, head_epochs=head_epochs,
+                                     fine_tune_epochs=fine_tune_epochs)
+        self.head_epochs = self.budget.head_epochs
+        self.fine_tune_epochs = self.budget.fine_tune_epochs
         checks.check_number(activation_cache_mb, "activation_cache_mb", low=0.0)
         self.seed = seed
         self.verbose = verbose
@@ -189,10 +245,11 @@ class TransferHyperModel(kt.HyperModel):
             raise ValueError(f"search_space: unknown hyperparameter(s) {unknown}; the "
                              f"searchable ones are {list(SEARCHABLE)}.")
         space = {
-            "unfreeze_blocks": (0, min(self.num_blocks, 6)),
-            "fine_tune_learning_rate": (1e-6, 1e-3, "log"),
+            "unfreeze_blocks": (0, self.num_blocks),
+            "fine_tune_learning_rate": (3e-5, 3e-3, "log"),
             "head_learning_rate": [1e-3, 3e-3],
-            "dropout_rate": [0.0, 0.25, 0.5],
+            "dropout_rate": [0.0, 0.2, 0.5],
+            "layer_decay": [1.0, 0.8],
         }
         space.update(given)
         blocks = space["unfreeze_blocks"]
@@ -202,8 +259,17 @@ class TransferHyperModel(kt.HyperModel):
                              f"backbone has {self.num_blocks} blocks.")
         return space
 
+    def start_values(self):
+        """`fit`'s defaults in this space's terms: the first trial's values."""
+        return {"unfreeze_blocks": self.num_blocks,
+                "fine_tune_learning_rate": FINE_TUNE_LEARNING_RATE,
+                "head_learning_rate": HEAD_LEARNING_RATE, "dropout_rate": 0.2,
+                "layer_decay": 1.0}
+
     def build(self, hp):
-        values = {name: _define(hp, name, spec) for name, spec in self.search_space.items()}
+        start = self.start_values()
+        values = {name: _define(hp, name, spec, start.get(name))
+                  for name, spec in self.search_space.items()}
         keras.utils.set_random_seed(self.seed)  # the same backbone (and head init) every trial
         model = build_classifier(self._trial_backbone(), self.data.num_classes,
                                  image_size=self.data.image_size, weights=self.weights,
@@ -264,7 +330,8 @@ class TransferHyperModel(kt.HyperModel):
     def _head_key(self, hp):
         key = json.dumps({"head_learning_rate": hp.get("head_learning_rate"),
                           "dropout_rate": hp.get("dropout_rate"),
-                          "head_epochs": self.head_epochs, "seed": self.seed},
+                          "head_epochs": self.head_epochs, "seed": self.seed,
+                          "schedule": "cosine"},
                          sort_keys=True)
         return hashlib.sha1(key.encode()).hexdigest()[:16]
 
@@ -320,11 +387,14 @@ class TransferHyperModel(kt.HyperModel):
         (x, y), validation = self._features_for(model)
         _, head = feature_cache.split_model(model)
         keras.utils.set_random_seed(self.seed)
-        head.compile(keras.optimizers.Adam(float(hp.get("head_learning_rate"))),
-                     "sparse_categorical_crossentropy", metrics=["accuracy"])
-        head.fit(feature_cache.feature_dataset(x, y, batch_size=32, shuffle=True,
-                                               seed=self.seed),
-                 epochs=self.head_epochs, verbose=self.verbose, shuffle=False)
+        features = feature_cache.feature_dataset(x, y, batch_size=32, shuffle=True,
+                                                 seed=self.seed)
+        # fit's head phase: Adam, cosine schedule with warmup over the phase.
+        head.compile(keras.optimizers.Adam(make_schedule(
+            "cosine", float(hp.get("head_learning_rate")), steps_per_epoch=-(-len(y) // 32),
+            epochs=self.head_epochs, warmup_fraction=WARMUP_FRACTION)),
+            "sparse_categorical_crossentropy", metrics=["accuracy"])
+        head.fit(features, epochs=self.head_epochs, verbose=self.verbose, shuffle=False)
         self.head_runs += 1
         if path:
             os.makedirs(self.cache_dir, exist_ok=True)
@@ -471,8 +541,17 @@ class TransferHyperModel(kt.HyperModel):
             callbacks = [feature_cache.ForwardTo(callback, model) for callback in callbacks]
         else:
             trained, train, validation = model, self.data.train, self.data.validation
-        trained.compile(keras.optimizers.Adam(float(hp.get("fine_tune_learning_rate"))),
-                        "sparse_categorical_crossentropy", metrics=["accuracy"])
+        # fit's fine-tuning phase: Adam, cosine schedule with warmup, and
+        # layer-wise decay (`discriminative_lr`) below 1.
+        steps = int(train.cardinality())
+        optimizer = keras.optimizers.Adam(make_schedule(
+            "cosine", float(hp.get("fine_tune_learning_rate")),
+            steps_per_epoch=steps if steps > 0 else None, epochs=epochs - initial_epoch,
+            warmup_fraction=WARMUP_FRACTION))
+        decay = float(hp.get("layer_decay")) if "layer_decay" in hp.values else 1.0
+        if blocks and decay < 1.0:
+            optimizer = layerwise_optimizer(optimizer, discriminative_multipliers(model, decay))
+        trained.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
         history = trained.fit(train, validation_data=validation, epochs=epochs,
                               initial_epoch=initial_epoch, callbacks=callbacks,
                               verbose=self.verbose, shuffle=False)
@@ -556,7 +635,9 @@ class TuningResult:
     """What `tftransfer.tune()` returns.
 
     Attributes:
-        best_model: `keras.Model` or None (None on a worker process).
+        best_model: `keras.Model` or None (None on a worker process): the
+            best trial's model, or with `refit`, the best configuration
+            trained by `fit()` on train + validation.
         best_hyperparameters: dict.
         trials: list of dicts, one per finished trial: id, hyperparameters,
             score, and (for trials this process ran) seconds, RSS and
@@ -565,6 +646,14 @@ class TuningResult:
             fine-tuning learning rate.
         head_phases_run: int. Head phases this process trained.
         tuner: the keras-tuner Tuner.
+        selection: str. How trials were scored: `"validation split"` or
+            `"<k>-fold cross-validation"`.
+        folds: int or None. The folds, when cross-validated.
+        refit: bool. Whether `best_model` was refit on all labelled data.
+        budget: dict. The epochs of each trial's phases and the rule behind
+            them (`tftransfer.training.budgets`).
+        refit_training: `TrainingResult` or None. The refit's history and
+            budget, when refit.
     """
 
     best_model: Optional[keras.Model]
@@ -573,16 +662,138 @@ class TuningResult:
     plot_path: Optional[str]
     head_phases_run: int
     tuner: object
+    selection: str = "validation split"
+    folds: Optional[int] = None
+    refit: bool = False
+    budget: Optional[dict] = None
+    refit_training: Optional[object] = None
+
+
+def _labelled_examples(data):
+    return sum(sum(data.counts.get(split, {}).values()) for split in ("train", "validation"))
+
+
+def _resolve_folds(folds, data, objective, tuner, isolate_trials):
+    """The number of folds (None: the validation split), checked."""
+    if folds is None:
+        return None
+    if folds == "auto":
+        counts = [data.counts.get("train", {}).get(name, 0)
+                  + data.counts.get("validation", {}).get(name, 0) for name in data.class_names]
+        small = _labelled_examples(data) < FOLDS_BELOW
+        usable = (data.task == "multiclass" and not data.augmented and tuner != "hyperband"
+                  and not isolate_trials and objective.startswith("val_")
+                  and min(counts or [0]) >= AUTO_FOLDS)
+        return AUTO_FOLDS if small and usable else None
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds: expected 'auto', None or an int of at least 2; received "
+                         f"{folds!r}.")
+    problems = []
+    if data.task != "multiclass":
+        problems.append(f"the task is {data.task!r} (folds are stratified by class)")
+    if data.augmented:
+        problems.append("the training split is augmented in the pipeline (folds hold the "
+                        "labelled images in memory as they are)")
+    if tuner == "hyperband":
+        problems.append("tuner='hyperband' scores partial trials")
+    if isolate_trials:
+        problems.append("isolate_trials=True")
+    if not objective.startswith("val_"):
+        problems.append(f"objective {objective!r} is a training metric")
+    if problems:
+        raise ValueError(f"folds={folds}: cross-validation cannot be used here: "
+                         + "; ".join(problems) + ". Pass folds=None to choose on the "
+                         "validation split.")
+    return folds
+
+
+def _labelled_arrays(data):
+    """Train and validation examples as `(x, y)` arrays, in memory."""
+    xs, ys = [], []
+    for split in (data.train, data.validation):
+        if split is None:
+            continue
+        for inputs, labels in split:
+            xs.append(np.asarray(inputs))
+            ys.append(np.asarray(labels))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _fold_bundles(x, y, data, folds, seed, batch_size):
+    """`folds` bundles: each holds one stratified fold out as its validation split."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), dtype=int)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        fold_of[members] = (np.arange(len(members)) + int(rng.integers(folds))) % folds
+    bundles = []
+    for fold in range(folds):
+        train, held = fold_of != fold, fold_of == fold
+        counts = {split: {name: int(np.sum(y[mask] == index))
+                          for index, name in enumerate(data.class_names)}
+                  for split, mask in (("train", train), ("validation", held))}
+        bundles.append(dataclasses.replace(
+            data, test=None, counts=counts, augmented=False,
+            train=tf.data.Dataset.from_tensor_slices((x[train], y[train])).shuffle(
+                int(train.sum()), seed=seed + fold, reshuffle_each_iteration=True).batch(
+                batch_size),
+            validation=tf.data.Dataset.from_tensor_slices((x[held], y[held])).batch(
+                batch_size)))
+    return bundles
+
+
+def _refit(hypermodel, data, values, arrays, *, head_epochs, fine_tune_epochs, seed, verbose):
+    """The chosen configuration trained by `fit()` on train + validation."""
+    from tftransfer.training.trainer import fit
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(hypermodel._trial_backbone(), data.num_classes,
+                             image_size=data.image_size, weights=hypermodel.weights,
+                             dropout_rate=float(values.get("dropout_rate", 0.2)))
+    blocks = int(values.get("unfreeze_blocks", hypermodel.num_blocks))
+    decay = float(values.get("layer_decay", 1.0))
+    if arrays is not None:
+        labelled = arrays
+    else:
+        batch = hypermodel._batch_size()
+        merged = data.train.unbatch()
+        if data.validation is not None:
+            merged = merged.concatenate(data.validation.unbatch())
+        labelled = merged.shuffle(min(_labelled_examples(data), 2048), seed=seed,
+                                  reshuffle_each_iteration=True).batch(batch)
+    return fit(model, labelled, head_epochs=head_epochs,
+               fine_tune_epochs=fine_tune_epochs if blocks else 0,
+               unfreeze_blocks="all" if blocks >= hypermodel.num_blocks else max(blocks, 1),
+               head_learning_rate=float(values.get("head_learning_rate", HEAD_LEARNING_RATE)),
+               fine_tune_learning_rate=float(values.get("fine_tune_learning_rate",
+                                                        FINE_TUNE_LEARNING_RATE)),
+               discriminative_lr=decay if blocks and decay < 1.0 else None,
+               batch_size=hypermodel._batch_size(), seed=seed, verbose=verbose)
 
 
 def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
          objective="val_accuracy", directory="tuning", project_name=None, overwrite=False,
-         head_epochs=3, fine_tune_epochs=3, executions_per_trial=1, weights="imagenet",
-         isolate_trials=False, seed=1337, verbose=0, activation_cache_mb=1024):
+         head_epochs="auto", fine_tune_epochs="auto", folds="auto", refit="auto",
+         executions_per_trial=1, weights="imagenet", isolate_trials=False, seed=1337,
+         verbose=0, activation_cache_mb=1024):
     """Searches freeze depth and learning rates with keras-tuner, sharing the head phase.
 
-    Backbone features are computed once per search; each distinct head
-    setting (head learning rate, dropout) trains its head once, on those
+    The first trial is `fit()`'s defaults (the whole backbone, BatchNorm
+    frozen, at 1e-3 after a head at 3e-3, dropout 0.2), and every trial
+    trains as `fit()` does (its data-sized budget, cosine schedules with
+    warmup, layer-wise decay when searched), so the search starts from the
+    fixed recipe and keeps it unless another configuration scores better.
+    With fewer than 1,000 labelled examples (`folds="auto"`), a 20 %
+    hold-out is a handful of images and picks by noise: each trial is then
+    scored by 3-fold stratified cross-validation over train + validation,
+    and the chosen configuration is trained again by `fit()` on all of them
+    (`refit`).
+
+    Backbone features are computed once per search (per fold); each distinct
+    head setting (head learning rate, dropout) trains its head once, on those
     features, and every trial that fine-tunes from it starts from the same
     head weights (kept under `<directory>/<project_name>/heads/`).
     Fine-tuning, too, reuses what does not change: the frozen part's
@@ -596,19 +807,37 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     machines.
 
     Args:
-        backbone: str or Keras object. As in `build_classifier()`.
+        backbone: str or Keras object. As in `build_classifier()`. Every
+            trial starts from the same pretrained weights, and a Keras
+            object you pass is left as it was.
         data: `DatasetBundle` with a validation split.
-        search_space: dict or None. See `TransferHyperModel`.
+        search_space: dict or None. See `TransferHyperModel`. The default
+            searches unfreeze depth 0 (head only) to all blocks, the
+            fine-tuning learning rate 3e-5..3e-3 (log), head learning rate
+            {1e-3, 3e-3}, dropout {0, 0.2, 0.5} and layer-wise decay
+            {1.0, 0.8}.
         tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to
-            `"random"`.
+            `"random"`. (Random and Bayesian start with `fit`'s defaults.)
         max_trials: int. Defaults to `10`.
         objective: `"val_accuracy"`, `"val_loss"`, `"accuracy"` or
             `"loss"`. Defaults to `"val_accuracy"`.
         directory: str. Defaults to `"tuning"`.
         project_name: str or None. Defaults to `"<backbone>_search"`.
         overwrite: bool. Start over. Defaults to `False` (resume).
-        head_epochs: int. Defaults to `3`.
-        fine_tune_epochs: int. Defaults to `3`.
+        head_epochs: int or `"auto"` (`fit`'s data-sized budget, on each
+            trial's training examples). Defaults to `"auto"`.
+        fine_tune_epochs: int or `"auto"`. Defaults to `"auto"`.
+        folds: `"auto"`, None or an int >= 2. Score each trial by k-fold
+            stratified cross-validation over train + validation (held in
+            memory). `"auto"`: 3 folds below 1,000 labelled examples when the
+            data allows it (a multiclass bundle without pipeline
+            augmentation, a `val_*` objective, random or Bayesian search,
+            trials in this process), else the validation split. Defaults to
+            `"auto"`.
+        refit: `"auto"` or bool. Train the best configuration again with
+            `fit()` on train + validation and return that model. `"auto"`:
+            when cross-validated (no trial model is the answer then).
+            Defaults to `"auto"`.
         executions_per_trial: int. Defaults to `1`.
         weights: as in `build_classifier()`. Defaults to `"imagenet"`.
         isolate_trials: bool. Run each trial in its own process, for the memory
@@ -630,9 +859,14 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
 
     Example:
 
-    >>> import tftransfer  # doctest: +SKIP
-    >>> result = tftransfer.tune("MobileNetV2", data, max_trials=8)  # doctest: +SKIP
-    >>> result.best_hyperparameters  # doctest: +SKIP
+    >>> import numpy as np, tftransfer
+    >>> data = tftransfer.data.from_arrays(
+    ...     np.random.uniform(0, 255, (24, 16, 16, 3)), np.arange(24) % 2, seed=0)
+    >>> result = tftransfer.tune("FashionCNN", data, max_trials=2, head_epochs=2,
+    ...                          fine_tune_epochs=2, directory="/tmp/tftransfer_tune_doc",
+    ...                          overwrite=True)
+    >>> result.selection, result.refit, result.best_model.output_shape
+    ('3-fold cross-validation', True, (None, 2))
     """
     directory = checks.check_path(directory, "directory")
     if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
@@ -645,6 +879,16 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     if isinstance(data, DatasetBundle) and objective.startswith("val_") and data.validation is None:
         raise ValueError(f"objective: {objective!r} needs a validation split, and the data has "
                          "none; build it with validation_split > 0 or use 'loss'/'accuracy'.")
+    if refit not in ("auto", True, False):
+        raise ValueError(f"refit: expected 'auto', True or False; received {refit!r}.")
+    if not isinstance(data, DatasetBundle):
+        raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
+                        f"received {type(data).__name__}.")
+    folds = _resolve_folds(folds, data, objective, tuner, isolate_trials)
+    refit = bool(folds) if refit == "auto" else refit
+    if refit and isolate_trials:
+        raise ValueError("refit: not with isolate_trials=True (the backbone is rebuilt in the "
+                         "trial processes); load the best trial's model instead.")
     name = backbone if isinstance(backbone, str) else getattr(backbone, "name", "model")
     project_name = project_name or "".join(
         c if c.isalnum() else "_" for c in str(name).split("/")[-1]) + "_search"
@@ -653,26 +897,36 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
         raise ValueError("project_name: expected a plain folder name inside `directory` (no "
                          f"'/', '\\' or '..'); received {project_name!r}.")
     project_dir = os.path.join(directory, project_name)
-    hypermodel = TransferHyperModel(backbone, data, search_space=search_space,
-                                    head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
-                                    weights=weights, seed=seed, verbose=verbose,
-                                    cache_dir=os.path.join(project_dir, "heads"),
-                                    activation_cache_mb=activation_cache_mb)
+    settings = dict(search_space=search_space, head_epochs=head_epochs,
+                    fine_tune_epochs=fine_tune_epochs, weights=weights, seed=seed,
+                    verbose=verbose, activation_cache_mb=activation_cache_mb)
+    hypermodel = TransferHyperModel(backbone, data, cache_dir=os.path.join(project_dir, "heads"),
+                                    **settings)
+    arrays, fold_models = None, []
+    if folds:
+        arrays = _labelled_arrays(data)
+        fold_models = [TransferHyperModel(backbone, bundle, cache_dir=os.path.join(
+            project_dir, "heads", f"fold{index}"), **settings)
+            for index, bundle in enumerate(_fold_bundles(*arrays, data, folds, seed,
+                                                         hypermodel._batch_size()))]
     # What a killed search was writing (under temporary names) goes first.
     files.remove_temporaries(project_dir, recursive=True)
     with atomic_search_files():
         direction = "min" if objective.endswith("loss") else "max"
-        common = dict(objective=kt.Objective(objective, direction), directory=directory,
-                      project_name=project_name, overwrite=overwrite, seed=seed)
-        if tuner == "random":
-            search = kt.RandomSearch(hypermodel, max_trials=max_trials,
-                                     executions_per_trial=executions_per_trial, **common)
-        elif tuner == "bayesian":
-            search = kt.BayesianOptimization(hypermodel, max_trials=max_trials,
-                                             executions_per_trial=executions_per_trial, **common)
+        target = kt.Objective(objective, direction)
+        common = dict(directory=directory, project_name=project_name, overwrite=overwrite)
+        if tuner == "hyperband":
+            search = kt.Hyperband(hypermodel, max_epochs=max(hypermodel.fine_tune_epochs, 2),
+                                  executions_per_trial=executions_per_trial, objective=target,
+                                  seed=seed, **common)
         else:
-            search = kt.Hyperband(hypermodel, max_epochs=max(fine_tune_epochs, 2),
-                                  executions_per_trial=executions_per_trial, **common)
+            oracle_class = (kt.oracles.RandomSearchOracle if tuner == "random"
+                            else kt.oracles.BayesianOptimizationOracle)
+            search = _TransferTuner(
+                oracle=_defaults_first(oracle_class)(objective=target, max_trials=max_trials,
+                                                     seed=seed),
+                hypermodel=hypermodel, executions_per_trial=executions_per_trial,
+                fold_models=fold_models, **common)
         if overwrite and os.path.isdir(hypermodel.cache_dir):
             import shutil
 
@@ -685,10 +939,13 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
                 executions_per_trial=executions_per_trial, weights=weights, seed=seed,
                 activation_cache_mb=activation_cache_mb))
         else:
-            search.search(epochs=fine_tune_epochs)
+            search.search(epochs=hypermodel.fine_tune_epochs)
 
         if isolate_trials:
             hypermodel.log = _read_isolated_log(hypermodel.cache_dir)
+        ran = fold_models or [hypermodel]
+        if fold_models:
+            hypermodel.log = [entry for model in fold_models for entry in model.log]
         is_worker = os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief" and \
             "KERASTUNER_ORACLE_IP" in os.environ
         # A worker's oracle is a client of the chief's: it knows only its own trials.
@@ -698,22 +955,34 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
              **{k: entry[k] for k in ("seconds", "rss_mb", "rss_growth_mb", "head_reused")}}
             for entry in hypermodel.log]
         best_hp = {}
-        best_model = None
+        best_model = refit_training = None
         if not is_worker:
             best = search.get_best_hyperparameters(1)
             best_hp = dict(best[0].values) if best else {}
-            with warnings.catch_warnings():
-                # keras-tuner restores the trial checkpoint's optimizer state into a
-                # model built without one; the weights are what count here.
-                warnings.filterwarnings("ignore",
-                                        message="Skipping variable loading for optimizer")
-                models = search.get_best_models(1) if best else []
-            best_model = models[0] if models else None
+            if refit and best:
+                refit_training = _refit(hypermodel, data, best_hp, arrays,
+                                        head_epochs=head_epochs,
+                                        fine_tune_epochs=fine_tune_epochs, seed=seed,
+                                        verbose=verbose)
+                best_model = refit_training.model
+            else:
+                with warnings.catch_warnings():
+                    # keras-tuner restores the trial checkpoint's optimizer state into a
+                    # model built without one; the weights are what count here.
+                    warnings.filterwarnings("ignore",
+                                            message="Skipping variable loading for optimizer")
+                    models = search.get_best_models(1) if best else []
+                best_model = models[0] if models else None
         plot_path = None if is_worker else _plot_trials(trials, objective,
                                                         os.path.join(project_dir, "trials.png"))
         return TuningResult(best_model=best_model, best_hyperparameters=best_hp, trials=trials,
-                            plot_path=plot_path, head_phases_run=hypermodel.head_runs,
-                            tuner=search)
+                            plot_path=plot_path,
+                            head_phases_run=sum(model.head_runs for model in ran),
+                            tuner=search,
+                            selection=(f"{folds}-fold cross-validation" if folds
+                                       else "validation split"),
+                            folds=folds, refit=bool(refit), budget=hypermodel.budget.as_dict(),
+                            refit_training=refit_training)
 
 
 def _trial_table(search, hypermodel):

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 import time
+import warnings
 from typing import Dict, List
 
 import keras
@@ -26,7 +27,7 @@ from tftransfer.training.schedules import SCHEDULES, make_schedule
 PHASES = ("head", "fine_tune")
 # Chosen in bench/recipes.py (see the README's "Defaults" section).
 HEAD_LEARNING_RATE = 3e-3
-FINE_TUNE_LEARNING_RATE = 3e-4
+FINE_TUNE_LEARNING_RATE = 1e-3
 
 
 @dataclasses.dataclass
@@ -48,6 +49,9 @@ class TrainingResult:
         budget: dict. The epochs each phase got and the rule that chose them
             (`head_epochs`, `fine_tune_epochs`, `steps_per_epoch`, `rule`;
             see `tftransfer.training.budgets`).
+        fine_tune_reverted: bool. Fine-tuning diverged (its final training
+            loss was above the head phase's) and the model was put back to
+            the head phase's weights (`revert_diverged`).
     """
 
     model: keras.Model
@@ -58,6 +62,7 @@ class TrainingResult:
     mixed_precision: str
     resumed: bool = False
     budget: Dict[str, object] = dataclasses.field(default_factory=dict)
+    fine_tune_reverted: bool = False
 
 
 def _task_of(model):
@@ -132,7 +137,7 @@ class Trainer:
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
                  early_stopping_patience="auto", tensorboard=False, strategy=None, batch_size=32,
                  discriminative_lr=None, anchor_to_pretrained=None, seed=1337,
-                 verbose="auto", packed_labels=False):
+                 verbose="auto", packed_labels=False, revert_diverged=True):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
         head_epochs = _check_epochs(head_epochs, "head_epochs", allow_auto=True)
@@ -165,6 +170,11 @@ class Trainer:
             raise ValueError("discriminative_lr: expected None or a decay factor in (0, 1]; "
                              f"received {discriminative_lr!r}.")
         self.discriminative_lr = discriminative_lr
+        if not isinstance(revert_diverged, bool):
+            raise ValueError(f"revert_diverged: expected True or False; received "
+                             f"{revert_diverged!r}.")
+        self.revert_diverged = revert_diverged
+        self.fine_tune_reverted = False
         if anchor_to_pretrained is not None and (
                 isinstance(anchor_to_pretrained, bool)
                 or not isinstance(anchor_to_pretrained, (int, float)) or anchor_to_pretrained < 0):
@@ -555,6 +565,12 @@ class Trainer:
             callbacks = [anchoring.AnchorPenaltyLogger(self.model)] + callbacks
         multipliers = (discriminative_multipliers(self.model, self.discriminative_lr)
                        if self.discriminative_lr is not None else None)
+        head_losses = [loss for phase, loss in zip(self.history.get("phase", []),
+                                                   self.history.get("loss", []))
+                       if phase == "head" and loss is not None]
+        # (With L2-SP the fine-tuning loss holds the penalty: not comparable.)
+        guard = self.revert_diverged and bool(head_losses) and self.anchor_strength is None
+        before = [w.numpy().copy() for w in self.model.weights] if guard else None
         self._compile(self.model, self.fine_tune_learning_rate, self.fine_tune_epochs,
                       multipliers)
         try:
@@ -565,6 +581,20 @@ class Trainer:
             if self.anchor_strength is not None:
                 anchoring.release_anchor(self.model)
         self._record("fine_tune", _per_epoch(history.history), _first_epoch(history))
+        final = history.history.get("loss", [None])[-1] if history.history.get("loss") else None
+        if guard and final is not None and final > head_losses[-1]:
+            # Fine-tuning ended fitting the training data worse than the head alone
+            # did: it diverged (too high a rate for this backbone). Keep the head's model.
+            for weight, value in zip(self.model.weights, before):
+                weight.assign(value)
+            self.fine_tune_reverted = True
+            warnings.warn(
+                f"tftransfer: fine-tuning at learning rate {self.fine_tune_learning_rate:g} "
+                f"ended with a training loss of {final:.4g}, above the head phase's "
+                f"{head_losses[-1]:.4g}: it diverged, so the model keeps the head phase's "
+                f"weights (TrainingResult.fine_tune_reverted). Try "
+                f"fine_tune_learning_rate={self.fine_tune_learning_rate / 3:.2g}.",
+                stacklevel=3)
         self.timings["fine_tune"] = time.time() - start
         self._finish_phase("fine_tune", callbacks)
         return self
@@ -584,7 +614,8 @@ class Trainer:
         return TrainingResult(model=self.model, history=dict(self.history), best=best,
                               timings=dict(self.timings), feature_cache=self.cache_note,
                               mixed_precision=self.policy, resumed=self.resumed,
-                              budget=self.budget.as_dict())
+                              budget=self.budget.as_dict(),
+                              fine_tune_reverted=self.fine_tune_reverted)
 
     def run(self):
         """Both phases, then the result."""
@@ -654,7 +685,7 @@ def fit(model, data, **kwargs):
         unfreeze_layers: int or None. Top layers to fine-tune instead.
         unfreeze_fraction: float or None. Fraction of layers instead.
         head_learning_rate: float. Defaults to `3e-3`.
-        fine_tune_learning_rate: float. Defaults to `3e-4`.
+        fine_tune_learning_rate: float. Defaults to `1e-3`.
         optimizer: str, optimizer instance or callable `lr -> optimizer`.
             Defaults to `"adam"`.
         schedule: `"cosine"` (with linear warmup over `warmup_fraction` of
@@ -695,6 +726,12 @@ def fit(model, data, **kwargs):
             Defaults to None (off).
         seed: int. Shuffle seed for array data and cached features.
         verbose: `"auto"`, 0, 1 or 2.
+        revert_diverged: bool. When fine-tuning ends with a higher training
+            loss than the head phase ended with, it diverged (a rate too high
+            for the backbone: ImageNet EfficientNet-Lite0 collapses to chance
+            at 3e-3): put the head phase's weights back, warn with a lower
+            rate to try, and set `TrainingResult.fine_tune_reverted`.
+            Defaults to `True`.
 
     Returns:
         A `TrainingResult`.
