@@ -448,7 +448,11 @@ def main():
     for key in keys:
         fresh = run_protocol(key, budgets, args.seeds, recipes, scratch)
         protocols[key] = merge(protocols.get(key), fresh, recipes)
-    protocols = {k: protocols[k] for k in PROTOCOLS if k in protocols}
+        protocols = {k: protocols[k] for k in PROTOCOLS if k in protocols}
+        report(protocols, args.quick, start)  # after each protocol: a kill loses one at most
+
+
+def report(protocols, quick, start):
     plot(protocols, os.path.join(RESULTS, "recipes.png"))
     summary = comparisons(protocols)
     table = []
@@ -465,7 +469,7 @@ def main():
             table.append((f"mean over protocols and sizes: {label}",
                           f"{summary[f'mean_{name}']:+.4f}"))
     write_results("recipes", {"protocols": protocols, "summary": summary,
-                              "plot": "recipes.png", "quick": args.quick,
+                              "plot": "recipes.png", "quick": quick,
                               "seconds_this_run": round(time.time() - start, 1)},
                   table, notes=(
         "Test accuracy on every test image of the target classes, mean ± standard deviation "

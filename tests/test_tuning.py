@@ -403,6 +403,8 @@ def test_small_data_is_cross_validated_and_the_choice_refit_on_all_labels(tmp_pa
     # The refit trains on all 96 (6 steps of 16 an epoch), with the chosen settings.
     assert result.refit and result.refit_training.budget["steps_per_epoch"] == 6
     assert result.best_model is result.refit_training.model
+    first = result.trials[0]["hyperparameters"]
+    assert result.kept_defaults == (result.best_hyperparameters == first)
     phases = set(result.refit_training.history["phase"])
     chosen = result.best_hyperparameters["unfreeze_blocks"]
     assert phases == ({"head", "fine_tune"} if chosen else {"head"})
@@ -442,3 +444,36 @@ def test_cross_validation_arguments_are_checked():
         tftransfer.tune("FashionCNN", data, folds=3, objective="loss")
     with pytest.raises(ValueError, match="refit: expected 'auto', True or False"):
         tftransfer.tune("FashionCNN", data, refit="yes")
+
+
+def test_cross_validation_keeps_fits_defaults_unless_beaten_on_every_fold():
+    # The best of several noisy fold means wins partly by chance: before, it replaced
+    # the fixed recipe whatever its folds said.
+    from types import SimpleNamespace
+
+    from tftransfer.tuning import _keep_defaults_unless_beaten
+
+    defaults, other = {"fine_tune_learning_rate": 1e-3}, {"fine_tune_learning_rate": 3e-3}
+
+    def folds(defaults_scores, other_scores, key="val_accuracy"):
+        worst = 9.9 if key.endswith("loss") else 0.0  # the best epoch counts, not the last
+        return [SimpleNamespace(log=[
+            {"hyperparameters": defaults, "history": {key: [worst, d]}},
+            {"hyperparameters": other, "history": {key: [o, worst]}}])
+            for d, o in zip(defaults_scores, other_scores)]
+
+    # Better on every fold (one tie): the other configuration is chosen.
+    assert _keep_defaults_unless_beaten(other, defaults, folds([0.5, 0.6, 0.7], [0.6, 0.6, 0.8]),
+                                        "val_accuracy") == (other, False)
+    # Better on average, worse on one fold: fit's defaults stay.
+    assert _keep_defaults_unless_beaten(other, defaults, folds([0.5, 0.6, 0.7], [0.9, 0.9, 0.6]),
+                                        "val_accuracy") == (defaults, True)
+    # A loss is better when lower (best epoch = lowest).
+    assert _keep_defaults_unless_beaten(
+        other, defaults, folds([0.5, 0.6, 0.7], [0.4, 0.5, 0.6], key="val_loss"),
+        "val_loss") == (other, False)
+    assert _keep_defaults_unless_beaten(
+        other, defaults, folds([0.5, 0.6, 0.7], [0.6, 0.7, 0.8], key="val_loss"),
+        "val_loss") == (defaults, True)
+    assert _keep_defaults_unless_beaten(defaults, defaults, [], "val_accuracy") == (defaults,
+                                                                                   True)

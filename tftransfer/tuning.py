@@ -654,6 +654,9 @@ class TuningResult:
             them (`tftransfer.training.budgets`).
         refit_training: `TrainingResult` or None. The refit's history and
             budget, when refit.
+        kept_defaults: bool. The choice is `fit`'s defaults (the first
+            trial): with cross-validation, the best other trial did not score
+            at least as well on every fold and better on average.
     """
 
     best_model: Optional[keras.Model]
@@ -667,6 +670,7 @@ class TuningResult:
     refit: bool = False
     budget: Optional[dict] = None
     refit_training: Optional[object] = None
+    kept_defaults: bool = False
 
 
 def _labelled_examples(data):
@@ -744,6 +748,44 @@ def _fold_bundles(x, y, data, folds, seed, batch_size):
     return bundles
 
 
+def hypermodel_defaults(search):
+    """The space's default values: the first trial's (fit's defaults)."""
+    return search.oracle.hyperparameters.values
+
+
+def _fold_scores(fold_models, values, objective):
+    """Each fold's best-epoch objective for the trial with these values, or None."""
+    pick = min if objective.endswith("loss") else max
+    scores = []
+    for model in fold_models:
+        runs = [entry for entry in model.log if entry["hyperparameters"] == values]
+        if not runs or objective not in runs[-1]["history"]:
+            return None
+        scores.append(pick(runs[-1]["history"][objective]))
+    return np.asarray(scores)
+
+
+def _keep_defaults_unless_beaten(best, defaults, fold_models, objective):
+    """`(values, kept_defaults)`: fit's defaults stay the choice unless the best
+    trial scores at least as well on every fold and better on average.
+
+    With a few images per fold the best of several trials wins partly by
+    chance (its mean is biased upwards by the choice itself); asking it to
+    beat the fixed recipe fold by fold keeps the search from trading a known
+    recipe for noise.
+    """
+    if best == defaults:
+        return best, True
+    mine, theirs = _fold_scores(fold_models, best, objective), _fold_scores(
+        fold_models, defaults, objective)
+    if mine is None or theirs is None:
+        return best, False
+    gain = (theirs - mine) if objective.endswith("loss") else (mine - theirs)
+    if np.all(gain >= 0) and gain.mean() > 0:
+        return best, False
+    return defaults, True
+
+
 def _refit(hypermodel, data, values, arrays, *, head_epochs, fine_tune_epochs, seed, verbose):
     """The chosen configuration trained by `fit()` on train + validation."""
     from tftransfer.training.trainer import fit
@@ -788,9 +830,11 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     fixed recipe and keeps it unless another configuration scores better.
     With fewer than 1,000 labelled examples (`folds="auto"`), a 20 %
     hold-out is a handful of images and picks by noise: each trial is then
-    scored by 3-fold stratified cross-validation over train + validation,
-    and the chosen configuration is trained again by `fit()` on all of them
-    (`refit`).
+    scored by 3-fold stratified cross-validation over train + validation;
+    the best configuration replaces `fit`'s defaults only if it scores at
+    least as well on every fold and better on average (the best of several
+    noisy scores is biased upwards by the choice itself), and the choice is
+    trained again by `fit()` on all of them (`refit`).
 
     Backbone features are computed once per search (per fold); each distinct
     head setting (head learning rate, dropout) trains its head once, on those
@@ -937,7 +981,8 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
                 objective=objective, directory=directory, project_name=project_name,
                 head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
                 executions_per_trial=executions_per_trial, weights=weights, seed=seed,
-                activation_cache_mb=activation_cache_mb))
+                activation_cache_mb=activation_cache_mb, folds=None, refit=False),
+                epochs=hypermodel.fine_tune_epochs)
         else:
             search.search(epochs=hypermodel.fine_tune_epochs)
 
@@ -956,9 +1001,13 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             for entry in hypermodel.log]
         best_hp = {}
         best_model = refit_training = None
+        kept_defaults = False
         if not is_worker:
             best = search.get_best_hyperparameters(1)
             best_hp = dict(best[0].values) if best else {}
+            if fold_models and best:
+                best_hp, kept_defaults = _keep_defaults_unless_beaten(
+                    best_hp, dict(hypermodel_defaults(search)), fold_models, objective)
             if refit and best:
                 refit_training = _refit(hypermodel, data, best_hp, arrays,
                                         head_epochs=head_epochs,
@@ -982,7 +1031,7 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
                             selection=(f"{folds}-fold cross-validation" if folds
                                        else "validation split"),
                             folds=folds, refit=bool(refit), budget=hypermodel.budget.as_dict(),
-                            refit_training=refit_training)
+                            refit_training=refit_training, kept_defaults=kept_defaults)
 
 
 def _trial_table(search, hypermodel):
@@ -1040,7 +1089,7 @@ def _read_isolated_log(cache_dir):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _isolated_search(search, hypermodel, project_dir, settings):
+def _isolated_search(search, hypermodel, project_dir, settings, *, epochs):
     """Serves the oracle here and runs each trial in a fresh process, one after another."""
     import socket
     import subprocess
@@ -1077,7 +1126,7 @@ def _isolated_search(search, hypermodel, project_dir, settings):
     failures = []
     try:
         chief = threading.Thread(target=search.search, daemon=True,
-                                 kwargs={"epochs": settings["fine_tune_epochs"]})
+                                 kwargs={"epochs": epochs})
         chief.start()
         while chief.is_alive():
             # One tuner id for every trial process: keras-tuner forgets a tuner id
