@@ -398,6 +398,13 @@ def test_fine_tuning_that_diverges_is_reverted_to_the_head_phase():
     assert not unguarded.fine_tune_reverted
     assert not np.allclose(unguarded.model.predict(x, verbose=0),
                            head_only.model.predict(x, verbose=0), atol=1e-3)
+    # A head on frozen features can overfit a small set (an ImageNet head on 100 images
+    # ends near 0.02): a healthy fine-tuning run that ends a little above that is not
+    # divergence; the bar is also at least half a uniform guess's loss, log(K) / 2.
+    five = tftransfer.Trainer(tftransfer.build_classifier("FashionCNN", 5, image_size=16),
+                              (x, y % 5), verbose=0)
+    assert five._diverged_above(0.02) == pytest.approx(0.5 * np.log(5))
+    assert five._diverged_above(1.5) == 1.5
     # At a sound rate fine-tuning stands.
     keras.utils.set_random_seed(0)
     sound = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),

@@ -50,8 +50,9 @@ class TrainingResult:
             (`head_epochs`, `fine_tune_epochs`, `steps_per_epoch`, `rule`;
             see `tftransfer.training.budgets`).
         fine_tune_reverted: bool. Fine-tuning diverged (its final training
-            loss was above the head phase's) and the model was put back to
-            the head phase's weights (`revert_diverged`).
+            loss was above the head phase's and half a uniform guess's) and
+            the model was put back to the head phase's weights
+            (`revert_diverged`).
     """
 
     model: keras.Model
@@ -582,22 +583,34 @@ class Trainer:
                 anchoring.release_anchor(self.model)
         self._record("fine_tune", _per_epoch(history.history), _first_epoch(history))
         final = history.history.get("loss", [None])[-1] if history.history.get("loss") else None
-        if guard and final is not None and final > head_losses[-1]:
+        if guard and final is not None and final > self._diverged_above(head_losses[-1]):
             # Fine-tuning ended fitting the training data worse than the head alone
-            # did: it diverged (too high a rate for this backbone). Keep the head's model.
+            # did, and no better than knowing nothing: it diverged (too high a rate for
+            # this backbone). Keep the head phase's model.
             for weight, value in zip(self.model.weights, before):
                 weight.assign(value)
             self.fine_tune_reverted = True
             warnings.warn(
                 f"tftransfer: fine-tuning at learning rate {self.fine_tune_learning_rate:g} "
                 f"ended with a training loss of {final:.4g}, above the head phase's "
-                f"{head_losses[-1]:.4g}: it diverged, so the model keeps the head phase's "
+                f"{head_losses[-1]:.4g} and half the loss of a uniform guess: it diverged, "
+                f"so the model keeps the head phase's "
                 f"weights (TrainingResult.fine_tune_reverted). Try "
                 f"fine_tune_learning_rate={self.fine_tune_learning_rate / 3:.2g}.",
                 stacklevel=3)
         self.timings["fine_tune"] = time.time() - start
         self._finish_phase("fine_tune", callbacks)
         return self
+
+    def _diverged_above(self, head_loss):
+        """The final fine-tuning loss above which fine-tuning diverged: the head's
+        own final loss, and at least half a uniform guess's (log K for K classes;
+        a head on frozen features overfits a small set, so its loss alone is too
+        low a bar for a healthy fine-tuning run that ends a little above it)."""
+        classes = 2 if self.task in ("binary", "multilabel") else self.num_outputs
+        if self.task == "regression" or classes < 2:
+            return head_loss
+        return max(head_loss, 0.5 * float(np.log(classes)))
 
     def result(self):
         """The `TrainingResult` of the phases run so far."""
@@ -727,7 +740,8 @@ def fit(model, data, **kwargs):
         seed: int. Shuffle seed for array data and cached features.
         verbose: `"auto"`, 0, 1 or 2.
         revert_diverged: bool. When fine-tuning ends with a higher training
-            loss than the head phase ended with, it diverged (a rate too high
+            loss than the head phase ended with and than half a uniform
+            guess's (`log(K) / 2` for K classes), it diverged (a rate too high
             for the backbone: ImageNet EfficientNet-Lite0 collapses to chance
             at 3e-3): put the head phase's weights back, warn with a lower
             rate to try, and set `TrainingResult.fine_tune_reverted`.
