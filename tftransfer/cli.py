@@ -409,8 +409,55 @@ def predict_files(model, names, paths, top_k=3):
     return results
 
 
+def predict_texts(model, names, texts, top_k=3):
+    """Predictions for strings: a list of `{"text", "classes", "scores"}`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> class Model:  # anything with predict_on_batch, as a .keras text model
+    ...     def predict_on_batch(self, texts):
+    ...         return np.array([[0.2, 0.8]] * len(texts))
+    >>> predict_texts(Model(), ["ham", "spam"], ["win money now"], top_k=1)
+    [{'text': 'win money now', 'classes': ['spam'], 'scores': [0.8]}]
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    batch = tf.constant([str(text) for text in texts])
+    if hasattr(model, "signatures"):
+        signature = model.signatures["serving_default"]
+        (input_name,) = signature.structured_input_signature[1]
+        if signature.structured_input_signature[1][input_name].dtype != tf.string:
+            raise UsageError("--text: this export takes images; pass image files instead")
+        probabilities = signature(**{input_name: batch})["probabilities"].numpy()
+    else:
+        if getattr(model, "inputs", None) and model.inputs[0].dtype != "string":
+            raise UsageError("--text: this model takes images; pass image files instead")
+        probabilities = np.asarray(model.predict_on_batch(batch))
+    names = names or [str(i) for i in range(probabilities.shape[1])]
+    results = []
+    for text, row in zip(texts, probabilities):
+        order = np.argsort(-row)[:top_k]
+        results.append({"text": text, "classes": [names[i] for i in order],
+                        "scores": [round(float(row[i]), 6) for i in order]})
+    return results
+
+
 def _cmd_predict(args):
+    if bool(args.images) == bool(args.text):
+        raise UsageError("predict: pass image files, or --text \"...\" (once per text) for a "
+                         "text model")
     model, names = _load_any(args.model)
+    if args.text:
+        for entry in predict_texts(model, names, args.text, top_k=args.top_k):
+            if args.json:
+                print(json.dumps(entry))
+            else:
+                best = ", ".join(f"{c} {s:.3f}" for c, s in zip(entry["classes"],
+                                                                 entry["scores"]))
+                print(f"{entry['text'][:60]!r}: {best}")
+        return 0
     for entry in predict_files(model, names, args.images, top_k=args.top_k):
         if args.json:
             print(json.dumps(entry))
@@ -463,9 +510,18 @@ def _cmd_tune(args):
 
 
 def _cmd_demo(args):
+    if args.text:
+        from tftransfer.text_demo import run_text_demo
+
+        try:
+            run_text_demo(args.output_dir, export_dir=args.export_dir or os.path.join(
+                "saved_models", "demo_text"))
+        except (ImportError, ValueError) as error:
+            raise UsageError(str(error).splitlines()[0]) from None
+        return 0
     from tftransfer.demo import run_demo
 
-    run_demo(args.output_dir, export_dir=args.export_dir)
+    run_demo(args.output_dir, export_dir=args.export_dir or os.path.join("saved_models", "demo"))
     return 0
 
 
@@ -638,10 +694,13 @@ def build_parser():
     export.set_defaults(handler=_cmd_export)
 
     predict = commands.add_parser(
-        "predict", help="classify image files with a .keras file or an export",
-        description="Print the top classes of each image file.")
+        "predict", help="classify image files (or texts) with a .keras file or an export",
+        description="Print the top classes of each image file, or of each --text for a text "
+                    "model.")
     predict.add_argument("model", help="a .keras file or an export folder")
-    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("images", nargs="*", help="image files")
+    predict.add_argument("--text", action="append",
+                         help="a text to classify (text models; repeat for several)")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.set_defaults(handler=_cmd_predict)
@@ -652,7 +711,11 @@ def build_parser():
                     "classes 5-9), next to the same network trained from scratch; evaluate, "
                     "plot, export and check the export.")
     demo.add_argument("--output-dir", default="demo_output")
-    demo.add_argument("--export-dir", default=os.path.join("saved_models", "demo"))
+    demo.add_argument("--export-dir", help="the TF Serving model folder (default: "
+                      "saved_models/demo, or saved_models/demo_text with --text)")
+    demo.add_argument("--text", action="store_true",
+                      help="the text demo instead: all-MiniLM-L6-v2 (KerasHub) transferred "
+                           "to 300 shipped fortune(6) quotes on six topics")
     demo.set_defaults(handler=_cmd_demo)
     return parser
 

@@ -98,28 +98,50 @@ TEXT_INPUT_NAME = "text"
 
 
 def build_text_classifier(backbone, num_classes, *, trainable=False, dropout_rate=0.2,
-                          head_units=(), task="multiclass", signature=None, output_key=None,
-                          name=None):
-    """Builds a classifier over a text-embedding module that takes raw strings.
+                          head_units=(), task="multiclass", pooling=None, sequence_length=128,
+                          weights="pretrained", signature=None, output_key=None, name=None):
+    """Builds a classifier over a pretrained text encoder that takes raw strings.
 
     Input: a scalar string per example (`keras.Input(shape=(), dtype="string")`),
-    so the saved and exported model serves raw text. The module (a TF-Hub
-    text embedding, or any SavedModel whose `__call__` maps a batch of
-    strings to `[batch, features]`) computes the features; the head is the
-    same as `build_classifier()`'s.
+    so the saved and exported model serves raw text. Two kinds of encoders:
+
+    - KerasHub BERT-family backbones: `"kerashub:<preset>"`, a local
+      checkpoint folder (a KerasHub preset, or a Hugging Face BERT-family
+      folder with `config.json`, `vocab.txt` and `model.safetensors`), or a
+      packaged checkpoint name such as `"all-MiniLM-L6-v2"`. The model is
+      strings -> `TextPreprocessing` (the checkpoint's tokenizer, padding
+      trimmed to the batch's longest text) -> `TextBackbone` (frozen, in
+      inference mode) -> `TextPooling` -> head. `unfreeze(model, blocks=k)`
+      opens the top `k` encoder layers; `tftransfer.training.enable_lora()`
+      adds LoRA.
+    - TF-Hub text modules: `"tfhub:<url or path>"`, or any SavedModel whose
+      `__call__` maps a batch of strings to `[batch, features]`.
 
     Args:
-        backbone: str or Keras layer. `"tfhub:<url or path>"`, a bare URL or
-            SavedModel path, or a Keras layer that maps strings to vectors.
+        backbone: str or Keras layer. See above; or a Keras layer that maps
+            strings to vectors.
         num_classes: int. See `build_classifier()`.
-        trainable: bool. Fine-tune the module's variables. Defaults to
-            `False`.
+        trainable: bool. Fine-tune the whole encoder from the start. Defaults
+            to `False` (frozen; `tftransfer.fit()` trains the head first).
         dropout_rate: float. Defaults to `0.2`.
         head_units: tuple of int. Defaults to `()`.
         task: str. Defaults to `"multiclass"`.
-        signature: str or None. A signature to call instead of `__call__`.
-        output_key: str or None. The output to use when the module returns a
-            dict.
+        pooling: str or None. KerasHub backbones only: `"mean"` (masked mean
+            of the token vectors), `"cls"` (the [CLS] token's vector) or
+            `"pooler"` (BERT's pretrained pooler over [CLS]). Defaults to what
+            the checkpoint was trained for: `"mean"` for sentence-transformers
+            checkpoints (their `1_Pooling` config, marker files or name),
+            `"cls"` for the others.
+        sequence_length: int. KerasHub backbones only: longer texts are
+            truncated to this many tokens (at most the backbone's maximum).
+            Defaults to `128`.
+        weights: `"pretrained"` or None. KerasHub backbones only: None builds
+            the same architecture and tokenizer at random initialization
+            (a from-scratch baseline). Defaults to `"pretrained"`.
+        signature: str or None. TF-Hub only: a signature to call instead of
+            `__call__`.
+        output_key: str or None. TF-Hub only: the output to use when the
+            module returns a dict.
         name: str. Defaults to `"text_classifier"`.
 
     Returns:
@@ -127,29 +149,51 @@ def build_text_classifier(backbone, num_classes, *, trainable=False, dropout_rat
 
     Example:
 
-    >>> import tftransfer
-    >>> model = tftransfer.build_text_classifier(  # doctest: +SKIP
-    ...     "tfhub:https://tfhub.dev/google/nnlm-en-dim50/2", num_classes=2)
+    >>> import tensorflow as tf, tftransfer
+    >>> model = tftransfer.build_text_classifier("all-MiniLM-L6-v2", num_classes=3)
+    >>> model(tf.constant(["I love this film", "Terrible service"])).shape
+    TensorShape([2, 3])
     """
+    from tftransfer.backbones import kerashub
     from tftransfer.backbones.tf_hub import HubBackbone
 
     validate_task(task, num_classes)
+    resolved = None
+    layer = None
     if isinstance(backbone, str):
         source, handle = parse_backbone_name(backbone)
-        if source == "keras" and "://" not in backbone and not _looks_like_path(backbone):
+        if source == "kerashub" or kerashub.find_text_checkpoint(backbone) is not None or (
+                source == "keras" and kerashub.is_checkpoint_folder(backbone)):
+            resolved = kerashub.resolve_text_backbone(
+                "kerashub:" + handle if source == "kerashub" else backbone,
+                sequence_length=sequence_length, pooling=pooling, weights=weights)
+        elif source == "keras" and "://" not in backbone and not _looks_like_path(backbone):
+            known = [entry.name for entry in kerashub.TEXT_CHECKPOINTS.values()]
             raise ValueError(
-                f"backbone: {backbone!r} is not a text module. Pass 'tfhub:<url or path>' of a "
-                "module that takes strings (Keras Applications backbones take images)."
+                f"backbone: {backbone!r} is not a text encoder. Pass 'kerashub:<preset>', a "
+                f"checkpoint folder, a packaged checkpoint ({known}) or 'tfhub:<url or path>' "
+                "of a module that takes strings (Keras Applications backbones take images)."
             )
-        layer = HubBackbone(handle if source == "tfhub" else backbone, trainable=trainable,
-                            signature=signature, output_key=output_key, input_kind="text")
+        else:
+            layer = HubBackbone(handle if source == "tfhub" else backbone, trainable=trainable,
+                                signature=signature, output_key=output_key, input_kind="text")
     elif isinstance(backbone, keras.layers.Layer):
         layer = backbone
     else:
-        raise TypeError("backbone: expected 'tfhub:<handle>' or a Keras layer; received "
+        raise TypeError("backbone: expected a text backbone name or a Keras layer; received "
                         f"{type(backbone).__name__}.")
+    if resolved is None and pooling is not None:
+        raise ValueError("pooling: only KerasHub text backbones take pooling=; this backbone "
+                         "returns one vector per text already.")
+    if resolved is None and weights != "pretrained":
+        raise ValueError("weights: only KerasHub text backbones take weights=None; a TF-Hub "
+                         "module comes with its weights.")
     inputs = keras.Input(shape=(), dtype="string", name=TEXT_INPUT_NAME)
-    x = layer(inputs, training=False)
+    if resolved is not None:
+        resolved.backbone.trainable = bool(trainable)
+        x = kerashub.text_features(resolved, inputs)
+    else:
+        x = layer(inputs, training=False)
     outputs = classification_head(
         x, num_classes, task=task, dropout_rate=dropout_rate, head_units=head_units
     )

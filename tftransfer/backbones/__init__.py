@@ -1,4 +1,5 @@
-"""Backbones: the registry of Keras Applications models and TF-Hub handles."""
+"""Backbones: the registry of Keras Applications models, TF-Hub handles and KerasHub text
+encoders."""
 
 import dataclasses
 import functools
@@ -10,6 +11,8 @@ from tftransfer.backbones import efficientnet_lite  # noqa: F401  (registers Eff
 from tftransfer.backbones.backbone import Backbone, as_backbone
 from tftransfer.backbones.blocks import assign_blocks
 from tftransfer.backbones.factory import ResolvedBackbone, create_backbone, normalize_image_size
+from tftransfer.backbones.kerashub import TEXT_CHECKPOINTS, TextCheckpoint, text_checkpoint_path
+from tftransfer.backbones.text_layers import TextBackbone, TextPooling, TextPreprocessing
 from tftransfer.backbones.tf_hub import (
     HubBackbone,
     hub_cache_dir,
@@ -100,6 +103,11 @@ __all__ = [
     "BackboneSpec",
     "HubBackbone",
     "ResolvedBackbone",
+    "TEXT_CHECKPOINTS",
+    "TextBackbone",
+    "TextCheckpoint",
+    "TextPooling",
+    "TextPreprocessing",
     "all_specs",
     "as_backbone",
     "assign_blocks",
@@ -114,5 +122,6 @@ __all__ = [
     "parse_backbone_name",
     "register_backbone",
     "resolve_handle",
+    "text_checkpoint_path",
     "trust_hub_handles",
 ]

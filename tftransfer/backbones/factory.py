@@ -141,6 +141,10 @@ def create_backbone(backbone, *, image_size=None, weights="imagenet"):
             from tftransfer.backbones import tf_hub
 
             return tf_hub.resolve_hub_backbone(rest, image_size=image_size)
+        if source == "kerashub":
+            raise ValueError(
+                f"backbone: {backbone!r} is a KerasHub text backbone; build it with "
+                "tftransfer.build_text_classifier() (build_classifier() takes images).")
         spec = get_backbone_spec(rest)
         return _create_registered(spec, image_size=image_size, weights=weights)
     if isinstance(backbone, BackboneSpec):

@@ -2,7 +2,8 @@
 
 A backbone name may carry a source prefix, parsed in `parse_backbone_name()`
 alone: `keras:ResNet50` (the default source, the same as `ResNet50`) or
-`tfhub:<url or local SavedModel path>`.
+`tfhub:<url or local SavedModel path>`, or `kerashub:<preset>` (a KerasHub
+text preset, for `build_text_classifier()`).
 """
 
 import dataclasses
@@ -10,7 +11,7 @@ import difflib
 import re
 from typing import Callable, Optional, Tuple
 
-SOURCES = ("keras", "tfhub")
+SOURCES = ("keras", "tfhub", "kerashub")
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "unit", "none")
 

@@ -9,7 +9,7 @@ from tftransfer.data.images import (
     from_csv,
     from_directory,
 )
-from tftransfer.data.text import from_text_directory, from_texts
+from tftransfer.data.text import from_text_csv, from_text_directory, from_texts, read_fortunes
 from tftransfer.data.tfds import from_tfds
 
 __all__ = [
@@ -21,7 +21,9 @@ __all__ = [
     "from_arrays",
     "from_csv",
     "from_directory",
+    "from_text_csv",
     "from_text_directory",
     "from_texts",
     "from_tfds",
+    "read_fortunes",
 ]

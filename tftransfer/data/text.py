@@ -135,3 +135,125 @@ def from_text_directory(path, *, batch_size=32, validation_split=0.2, test_split
     return from_texts(texts, labels, batch_size=batch_size, validation_split=validation_split,
                       test_split=test_split, seed=seed,
                       class_names=[n for n in folders if n in set(labels)])
+
+
+def from_text_csv(csv_path, text_column="text", label_column="label", *, batch_size=32,
+                  validation_split=0.2, test_split=0.0, seed=1337, class_names=None,
+                  encoding="utf-8"):
+    """Builds text datasets from a CSV file with a text column and a label column.
+
+    Args:
+        csv_path: str. A CSV file with a header row.
+        text_column: str. The column of texts. Defaults to `"text"`.
+        label_column: str. The column of class names. Defaults to `"label"`.
+        encoding: str. Defaults to `"utf-8"`.
+        batch_size, validation_split, test_split, seed, class_names: as in
+            `from_texts()`.
+
+    Returns:
+        A `DatasetBundle` of `(strings, labels)` batches.
+
+    Example:
+
+    >>> import tftransfer
+    >>> with open("/tmp/reviews.csv", "w") as handle:
+    ...     _ = handle.write('text,label\\n"good, really",pos\\nbad,neg\\nfine,pos\\n')
+    >>> data = tftransfer.data.from_text_csv("/tmp/reviews.csv", validation_split=0.0)
+    >>> data.class_names, data.counts["train"]
+    (['neg', 'pos'], {'neg': 1, 'pos': 2})
+    """
+    import csv
+
+    csv_path = os.fspath(csv_path)
+    if not os.path.isfile(csv_path):
+        raise ValueError(f"csv_path: no file at {csv_path!r}.")
+    with open(csv_path, encoding=encoding, errors="replace", newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        for argument, column in (("text_column", text_column), ("label_column", label_column)):
+            if column not in columns:
+                raise ValueError(f"{argument}: {csv_path!r} has no column {column!r}; its "
+                                 f"columns are {columns}.")
+        rows = [(row[text_column] or "", row[label_column]) for row in reader]
+    missing = [index + 2 for index, (_, label) in enumerate(rows) if not label]
+    if missing:
+        raise ValueError(f"label_column: rows {missing[:5]} of {csv_path!r} have no label.")
+    return from_texts([text for text, _ in rows], [label for _, label in rows],
+                      batch_size=batch_size, validation_split=validation_split,
+                      test_split=test_split, seed=seed, class_names=class_names)
+
+
+FORTUNES_DIR = "/usr/share/games/fortunes"
+
+
+def _overstrike(text):
+    # fortune files underline with backspaces ("____\b\b\b\bword"): apply them.
+    if "\b" not in text:
+        return text
+    kept = []
+    for character in text:
+        if character == "\b":
+            if kept:
+                kept.pop()
+        else:
+            kept.append(character)
+    return "".join(kept)
+
+
+def read_fortunes(categories, *, folder=FORTUNES_DIR, max_characters=400):
+    """Reads quotes from fortune(6) files, one file per category.
+
+    A fortune file holds entries separated by lines holding `%` (the Debian
+    package `fortunes` installs them under `/usr/share/games/fortunes/`).
+    Entries are stripped, deduplicated within and across categories (a quote
+    filed under two categories is dropped from both: its label is
+    ambiguous) and kept when at most `max_characters` long; backspace
+    overstrikes (the files' underlining) are applied.
+
+    Args:
+        categories: list of str. File names under `folder`, e.g.
+            `["computers", "food", "law"]`.
+        folder: str. Where the files are. Defaults to
+            `/usr/share/games/fortunes`.
+        max_characters: int or None. Longer entries are left out. Defaults
+            to `400`.
+
+    Returns:
+        `(texts, labels)`: lists of str, each label a category name.
+
+    Example:
+
+    >>> import tftransfer
+    >>> texts, labels = tftransfer.data.read_fortunes(  # doctest: +SKIP
+    ...     ["food", "law"])
+    >>> sorted(set(labels))  # doctest: +SKIP
+    ['food', 'law']
+    """
+    if isinstance(categories, str) or not categories:
+        raise ValueError(f"categories: expected a list of fortune file names; received "
+                         f"{categories!r}.")
+    found = {}
+    for category in categories:
+        path = os.path.join(folder, category)
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"categories: no fortune file {path!r}. On Debian or Ubuntu, install them with "
+                "`apt-get install fortunes` (or pass folder= where yours are).")
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            entries = handle.read().replace("\r\n", "\n").split("\n%\n")
+        seen = set()
+        for entry in entries:
+            text = _overstrike(entry).strip().strip("%").strip()
+            if not text or text in seen:
+                continue
+            if max_characters is not None and len(text) > max_characters:
+                continue
+            seen.add(text)
+            found.setdefault(text, set()).add(category)
+    texts, labels = [], []
+    for category in categories:  # stable order: by category, then by file order
+        for text, owners in found.items():
+            if owners == {category}:
+                texts.append(text)
+                labels.append(category)
+    return texts, labels

@@ -5,6 +5,14 @@ Layout: `<model_dir>/<version>/` with `saved_model.pb`, `variables/`,
 version is built in a hidden temporary folder beside it and renamed into
 place, so a killed export never leaves a version folder behind; TF Serving
 ignores the hidden folder, and the next export removes it.
+
+Text models over KerasHub backbones tokenize inside the graph with
+TensorFlow Text ops (`FastWordpieceTokenizeWithOffsets`, `RegexSplitWithOffsets`,
+...). A SavedModel that holds them loads only where those ops are registered:
+in Python after `import tensorflow_text`, in TF Serving only in a build that
+links the TensorFlow Text op library. The manifest's `serving_requires` says
+so, with the ops the graph uses; `load_model()`, the parity check and
+`tftransfer predict` import `tensorflow_text` when it lists it.
 """
 
 import dataclasses
@@ -142,7 +150,8 @@ def _existing_versions(model_dir):
 
 
 def _versions():
-    names = ("tensorflow", "keras", "tftransfer", "tensorflow-hub", "numpy")
+    names = ("tensorflow", "keras", "tftransfer", "tensorflow-hub", "keras-hub",
+             "tensorflow-text", "numpy")
     found = {}
     for name in names:
         try:
@@ -171,6 +180,66 @@ def _describe_model(model):
     return info
 
 
+def _serving_requirements(model):
+    """The Python packages whose ops the model's graph needs (from its layers)."""
+    needed = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for package in getattr(layer, "serving_requirements", ()) or ():
+            if package not in needed:
+                needed.append(package)
+    return needed
+
+
+def _custom_ops(path):
+    """Op types in a SavedModel that core TensorFlow does not define (its library's ops)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        proto.ParseFromString(handle.read())
+    used = set()
+    for meta_graph in proto.meta_graphs:
+        used.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            used.update(node.op for node in function.node_def)
+    core = set(dir(tf.raw_ops))
+    return sorted(op for op in used if op not in core)
+
+
+def serving_requirements_note(packages, ops):
+    """The manifest's `serving_requires` entry (None when plain TensorFlow serves it)."""
+    if not packages:
+        return None
+    versions = _versions()
+    return {
+        "packages": {name: versions.get(name) for name in packages},
+        "ops": ops,
+        "note": ("The graph tokenizes with the TensorFlow Text ops listed in `ops`. In "
+                 "Python, `import tensorflow_text` before tf.saved_model.load(). TF Serving "
+                 "must register them: the tensorflow/serving images link a TensorFlow Text "
+                 "build of their own (older than the one here), so send a warmup request "
+                 "and check the log for 'Op type not registered'; a custom build links "
+                 "@org_tensorflow_text//tensorflow_text:ops_lib at this version."),
+    }
+
+
+def import_serving_requirements(folder):
+    """Imports what an export's manifest says its ops need (`tensorflow_text`)."""
+    manifest_path = os.path.join(folder, "export_manifest.json")
+    if not os.path.isfile(manifest_path):
+        return
+    with open(manifest_path) as handle:
+        requires = (json.load(handle).get("serving_requires") or {}).get("packages") or {}
+    for package in requires:
+        module = package.replace("-", "_")
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ImportError(
+                f"The export at {folder!r} tokenizes with {package} ops; install it "
+                f"(pip install '{package}=={requires[package]}') to load it.") from None
+
+
 def _sample_inputs(model, sample_inputs):
     if sample_inputs is not None:
         return np.asarray(sample_inputs)
@@ -184,7 +253,9 @@ _PARITY_CODE = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
-path, inputs_path, expected_path = sys.argv[1:4]
+path, inputs_path, expected_path, modules = sys.argv[1:5]
+for module in filter(None, modules.split(",")):
+    __import__(module)
 loaded = tf.saved_model.load(path)
 inputs = np.load(inputs_path, allow_pickle=True)
 if inputs.dtype == object:
@@ -197,8 +268,12 @@ print(json.dumps({"max_abs_diff": difference, "tftransfer_imported": "tftransfer
 """
 
 
-def parity_check(path, model, inputs):
-    """Loads the SavedModel in a fresh process with plain TensorFlow and compares."""
+def parity_check(path, model, inputs, *, imports=()):
+    """Loads the SavedModel in a fresh process with plain TensorFlow and compares.
+
+    `imports` are modules to import first (`tensorflow_text` for graphs that
+    use its ops); tftransfer itself is never imported there.
+    """
     model_inputs = (tf.constant([bytes(x) for x in inputs]) if inputs.dtype == object
                     else inputs)
     expected = np.asarray(model.predict(model_inputs, verbose=0), dtype=np.float32)
@@ -207,7 +282,7 @@ def parity_check(path, model, inputs):
         np.save(os.path.join(scratch, "expected.npy"), expected)
         result = subprocess.run(
             [sys.executable, "-c", _PARITY_CODE, path, os.path.join(scratch, "inputs.npy"),
-             os.path.join(scratch, "expected.npy")],
+             os.path.join(scratch, "expected.npy"), ",".join(imports)],
             capture_output=True, text=True, timeout=600,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if result.returncode != 0:
@@ -348,7 +423,14 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "metrics": metrics or {},
         }
-        parity_diff = parity_check(temporary, model, samples) if parity else None
+        requirements = _serving_requirements(model)
+        requires = serving_requirements_note(
+            requirements, _custom_ops(temporary) if requirements else [])
+        if requires is not None:
+            manifest["serving_requires"] = requires
+        imports = [package.replace("-", "_") for package in requirements]
+        parity_diff = (parity_check(temporary, model, samples, imports=imports) if parity
+                       else None)
         manifest["parity_max_abs_diff"] = parity_diff
         tflite_results = {}
         for variant in variants:
@@ -419,9 +501,12 @@ def load_model(path, *, safe_mode=True):
 
         return keras.models.load_model(path, safe_mode=safe_mode)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        import_serving_requirements(path)
         return tf.saved_model.load(path)
     versions = _existing_versions(path)
     if versions:
-        return tf.saved_model.load(os.path.join(path, str(versions[-1])))
+        folder = os.path.join(path, str(versions[-1]))
+        import_serving_requirements(folder)
+        return tf.saved_model.load(folder)
     raise ValueError(f"path: {path!r} is neither a .keras file, a SavedModel folder nor a "
                      "folder of numbered SavedModel versions.")

@@ -1,9 +1,10 @@
 """Training: freezing, the two phases, schedules, precision, the feature cache,
-distillation and L2-SP anchoring."""
+distillation, L2-SP anchoring and LoRA."""
 
 from tftransfer.training.anchoring import L2SP, anchor_penalty, anchor_to_pretrained
 from tftransfer.training.distillation import Distiller, distill
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
+from tftransfer.training.lora import enable_lora, lora_parameter_count
 from tftransfer.training.lr_finder import LearningRateFinderResult, find_learning_rate
 from tftransfer.training.precision import apply_policy, resolve_mixed_precision
 from tftransfer.training.schedules import WarmupCosine
@@ -21,10 +22,12 @@ __all__ = [
     "apply_policy",
     "backbone_blocks",
     "distill",
+    "enable_lora",
     "find_backbone",
     "find_learning_rate",
     "fit",
     "freeze",
+    "lora_parameter_count",
     "resolve_mixed_precision",
     "unfreeze",
 ]

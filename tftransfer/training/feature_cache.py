@@ -152,7 +152,10 @@ def trainable_cut(backbone):
 
     Returns:
         A list of `(name, tensor)` pairs, the name stable across rebuilds of
-        the same architecture; empty when nothing in the backbone trains.
+        the same architecture; empty when nothing in the backbone trains, or
+        when an activation at the cut has a size known only per batch (a
+        text encoder's token sequence, padded to each batch's longest text),
+        which cannot be stored as one array.
     """
     operations = backbone.operations
     index = {id(operation): i for i, operation in enumerate(operations)}
@@ -171,6 +174,8 @@ def trainable_cut(backbone):
                     seen.add(id(tensor))
                     producer, _, tensor_index = tensor._keras_history
                     cut.append((f"cut_{index[id(producer)]}_{tensor_index}", tensor))
+    if any(None in tuple(tensor.shape[1:]) for _, tensor in cut):
+        return []
     return cut
 
 

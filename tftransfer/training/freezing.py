@@ -10,6 +10,13 @@ BatchNorm frozen here: every BatchNorm layer of the backbone gets
 as in inference inside `fit`. This is right for pretrained backbones, whose
 statistics describe the data they learned from; a backbone trained from
 scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`).
+
+Transformer text backbones (`tftransfer.backbones.TextBackbone`) have no
+BatchNorm; their blocks are the encoder layers (the backbone carries its own
+`block_pattern`), the embeddings are the stem, and inference mode keeps their
+dropout off. When LoRA is enabled on a backbone (`enable_lora()`), unfreezing
+opens only the LoRA weights of the chosen blocks: the pretrained kernels stay
+as they are.
 """
 
 import math
@@ -112,6 +119,15 @@ def backbone_blocks(model, backbone=None):
     else:
         layer = find_backbone(model, backbone)
     spec = find_spec_for_model_name(layer.name)
+    pattern = getattr(layer, "block_pattern", None)
+    if spec is None and pattern is not None and isinstance(layer, keras.Model):
+        names = [sublayer.name for sublayer in layer.layers]
+        block_names, layer_blocks = assign_blocks(
+            names, pattern, getattr(layer, "block_boundary", "start"))
+        grouped = {block: [] for block in block_names}
+        for name, block in zip(names, layer_blocks):
+            grouped[block].append(name)
+        return [(block, grouped[block]) for block in block_names]
     if spec is None or not isinstance(layer, keras.Model):
         raise ValueError(
             f"backbone: {layer.name!r} is not a registered architecture, so it has no named "
@@ -167,7 +183,9 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
         model: `keras.Model`. A model from `build_classifier()`.
         blocks: int. Unfreeze the top `blocks` named blocks of a registered
             backbone (see `tftransfer.backbone_info(name).blocks`), with the
-            layers that follow them (the final convolution, for instance).
+            layers that follow them (the final convolution, for instance);
+            for a text backbone, the top `blocks` encoder layers (and BERT's
+            pooler when the model uses it), the embeddings being the stem.
         layers: int. Unfreeze the top `layers` layers of `backbone.layers`
             (as `base_model.layers[-layers:]` in the Keras guide).
         fraction: float. In [0, 1]: unfreeze that fraction of the layers,
@@ -248,4 +266,24 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
     if freeze_batch_norm:
         _freeze_batch_norm(layer)
     _set_inference_mode(layer, bool(freeze_batch_norm) or not selected)
+    if has_lora(layer):
+        _open_lora_only(layer, selected)
     return model
+
+
+def is_lora_variable(variable):
+    """Whether a variable is one of the low-rank factors `enable_lora()` adds."""
+    return "lora_kernel" in variable.path
+
+
+def has_lora(layer):
+    """Whether any layer inside `layer` has LoRA enabled."""
+    return any(getattr(sublayer, "lora_enabled", False) for sublayer in _all_sublayers(layer))
+
+
+def _open_lora_only(layer, selected):
+    # Keras' `trainable` setter re-opens a layer's own variables, the LoRA-frozen
+    # kernels included: close everything but the LoRA factors of the chosen layers.
+    chosen = {id(variable) for sublayer in selected for variable in sublayer.weights}
+    for variable in layer.weights:
+        variable.trainable = id(variable) in chosen and is_lora_variable(variable)
