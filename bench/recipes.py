@@ -38,6 +38,7 @@ recipes.md and recipes.png (one panel per protocol).
 
 Run: python bench/recipes.py [--quick] [--seeds 3] [--labels 10,20,50,100]
          [--protocols lite0,cnn-a,cnn-b] [--recipes probe,keras.io,scratch,fit,tune]
+       python bench/recipes.py --merge OTHER_RESULTS/recipes.json  (runs made in parallel)
 """
 
 import argparse
@@ -337,9 +338,15 @@ def stored_protocols(path):
 
 def merge(stored, fresh, recipes):
     """A protocol's fresh rows over the stored ones: recipes run now replace theirs
-    (at the sizes run now), the others keep their stored rows and dates."""
-    ran = {row for name in recipes for row in SHORT[name]}
-    fresh["recipe_dates"] = {recipe: fresh["date"] for recipe in ran}
+    (at the sizes run now), the others keep their stored rows and dates.
+
+    `recipes`: the short names run (`SHORT`), or None for those `fresh` dates.
+    """
+    if recipes is None:
+        ran = set(fresh.get("recipe_dates", {}))
+    else:
+        ran = {row for name in recipes for row in SHORT[name]}
+        fresh["recipe_dates"] = {recipe: fresh["date"] for recipe in ran}
     if not stored:
         return fresh
     dates = dict(stored.get("recipe_dates", {}))
@@ -431,6 +438,9 @@ def main():
     parser.add_argument("--labels", default="10,20,50,100")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--recipes", default=",".join(SHORT))
+    parser.add_argument("--merge", default="",
+                        help="results files of runs made elsewhere (another results folder, "
+                             "to run protocols in parallel): merged in, nothing is run")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.labels = 1, "10"
@@ -444,9 +454,18 @@ def main():
     budgets = [int(v) for v in args.labels.split(",")]
     scratch = tempfile.mkdtemp(prefix="tftransfer_recipes_")
     path = os.path.join(RESULTS, "recipes.json")
-    protocols = {} if args.quick else stored_protocols(path)
+    protocols = {}
+    if args.merge:
+        protocols = stored_protocols(path)
+        for other in args.merge.split(","):
+            for key, fresh in stored_protocols(other).items():
+                protocols[key] = merge(protocols.get(key), fresh, None)
+        report({k: protocols[k] for k in PROTOCOLS if k in protocols}, False, start)
+        return
     for key in keys:
         fresh = run_protocol(key, budgets, args.seeds, recipes, scratch)
+        # Read again just before writing: another run may have stored its protocols since.
+        protocols = {**({} if args.quick else stored_protocols(path)), **protocols}
         protocols[key] = merge(protocols.get(key), fresh, recipes)
         protocols = {k: protocols[k] for k in PROTOCOLS if k in protocols}
         report(protocols, args.quick, start)  # after each protocol: a kill loses one at most

@@ -375,3 +375,19 @@ def test_from_text_csv_feeds_a_text_model(tiny_model, tmp_path):
     assert texts.dtype == tf.string and tiny_model(texts).shape == (2, 3)
     with pytest.raises(ValueError, match="no column 'label'"):
         tftransfer.data.from_text_csv(str(path))
+
+
+def test_fine_tuning_rate_auto_follows_the_backbone_family(tiny_model):
+    # 1e-3 suits the image backbones of bench/recipes.py, but a whole BERT-family encoder
+    # diverges there: "auto" gives transformer text encoders BERT's 5e-5.
+    from tftransfer.training.trainer import (FINE_TUNE_LEARNING_RATE,
+                                             TEXT_FINE_TUNE_LEARNING_RATE, Trainer)
+
+    texts = ["a cat sat", "the stock fell", "dogs bark", "markets rose"] * 2
+    trainer = Trainer(tiny_model, (np.array(texts), np.arange(8) % 2), verbose=0)
+    assert trainer.fine_tune_learning_rate == TEXT_FINE_TUNE_LEARNING_RATE == 5e-5
+    image = tftransfer.build_classifier("FashionCNN", 2, image_size=16, weights=None)
+    assert Trainer(image, (np.zeros((4, 16, 16, 3), "float32"), np.arange(4) % 2),
+                   verbose=0).fine_tune_learning_rate == FINE_TUNE_LEARNING_RATE == 1e-3
+    assert Trainer(image, (np.zeros((4, 16, 16, 3), "float32"), np.arange(4) % 2),
+                   fine_tune_learning_rate=2e-4, verbose=0).fine_tune_learning_rate == 2e-4

@@ -36,7 +36,7 @@ TRAIN_OPTIONS = {
     "validation_split": 0.2, "test_split": 0.0, "augmentation": None,
     # fit()'s own defaults: budgets sized by the data, the whole backbone fine-tuned.
     "head_epochs": "auto", "fine_tune_epochs": "auto", "unfreeze_blocks": "all",
-    "head_learning_rate": 3e-3, "fine_tune_learning_rate": 1e-3, "dropout_rate": 0.2,
+    "head_learning_rate": 3e-3, "fine_tune_learning_rate": "auto", "dropout_rate": 0.2,
     "label_smoothing": 0.0, "mixed_precision": "auto", "output": "tftransfer_run",
     "export": None, "checkpoint_dir": None, "path_column": "path", "label_column": "label",
     "tfds_data_dir": None, "seed": 1337,
@@ -260,7 +260,8 @@ def _cmd_train(args):
             fine_tune_epochs=_auto_int(settings["fine_tune_epochs"], "fine_tune_epochs"),
             unfreeze_blocks=_auto_int(settings["unfreeze_blocks"], "unfreeze_blocks", "all"),
             head_learning_rate=float(settings["head_learning_rate"]),
-            fine_tune_learning_rate=float(settings["fine_tune_learning_rate"]),
+            fine_tune_learning_rate=_auto_rate(settings["fine_tune_learning_rate"],
+                                               "fine_tune_learning_rate"),
             label_smoothing=float(settings["label_smoothing"]),
             mixed_precision=settings["mixed_precision"],
             checkpoint_dir=settings["checkpoint_dir"], seed=int(settings["seed"]))
@@ -525,6 +526,16 @@ def _cmd_demo(args):
     return 0
 
 
+def _auto_rate(value, name):
+    """A float, or "auto" kept as it is; for flags and config files."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}: expected a number or 'auto'; received {value!r}.") from None
+
+
 def _folds(value):
     """`--folds`: auto, none, or an int."""
     if isinstance(value, str) and value.strip().lower() == "none" or value is None:
@@ -615,7 +626,7 @@ def build_parser():
     _numbers(train, "test-split", "head-epochs", "fine-tune-epochs", "unfreeze-blocks",
              "head-learning-rate", "fine-tune-learning-rate", "dropout-rate", "label-smoothing",
              "seed", words={"head-epochs": "auto", "fine-tune-epochs": "auto",
-                            "unfreeze-blocks": "all"})
+                            "unfreeze-blocks": "all", "fine-tune-learning-rate": "auto"})
     train.add_argument("--augmentation", choices=("light", "medium", "heavy"))
     train.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16",
                                                       "mixed_bfloat16"))

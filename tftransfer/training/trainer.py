@@ -28,6 +28,29 @@ PHASES = ("head", "fine_tune")
 # Chosen in bench/recipes.py (see the README's "Defaults" section).
 HEAD_LEARNING_RATE = 3e-3
 FINE_TUNE_LEARNING_RATE = 1e-3
+#: `fine_tune_learning_rate="auto"` on transformer text encoders: BERT's fine-tuning range
+#: (2e-5 to 5e-5, Devlin et al., 2019); at 1e-3 a whole MiniLM diverges.
+TEXT_FINE_TUNE_LEARNING_RATE = 5e-5
+
+
+def default_fine_tune_rate(model):
+    """`fine_tune_learning_rate="auto"`: 5e-5 for a transformer text encoder, else 1e-3.
+
+    Example:
+
+    >>> import tftransfer
+    >>> from tftransfer.training.trainer import default_fine_tune_rate
+    >>> default_fine_tune_rate(tftransfer.build_classifier("FashionCNN", 2, weights=None))
+    0.001
+    """
+    from tftransfer.backbones.text_layers import TextBackbone
+
+    try:
+        backbone = find_backbone(model)
+    except ValueError:
+        return FINE_TUNE_LEARNING_RATE
+    return TEXT_FINE_TUNE_LEARNING_RATE if isinstance(backbone, TextBackbone) else \
+        FINE_TUNE_LEARNING_RATE
 
 
 @dataclasses.dataclass
@@ -132,7 +155,7 @@ class Trainer:
     def __init__(self, model, data, *, validation_data=None, head_epochs="auto",
                  fine_tune_epochs="auto", unfreeze_blocks="all", unfreeze_layers=None,
                  unfreeze_fraction=None, head_learning_rate=HEAD_LEARNING_RATE,
-                 fine_tune_learning_rate=FINE_TUNE_LEARNING_RATE, optimizer="adam",
+                 fine_tune_learning_rate="auto", optimizer="adam",
                  schedule="cosine", warmup_fraction=0.05, label_smoothing=0.0,
                  class_weight="auto", loss=None, metrics=None, mixed_precision="auto",
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
@@ -144,6 +167,8 @@ class Trainer:
         head_epochs = _check_epochs(head_epochs, "head_epochs", allow_auto=True)
         fine_tune_epochs = _check_epochs(fine_tune_epochs, "fine_tune_epochs", allow_auto=True)
         self.head_learning_rate = _check_rate(head_learning_rate, "head_learning_rate")
+        if fine_tune_learning_rate == "auto":
+            fine_tune_learning_rate = default_fine_tune_rate(model)
         self.fine_tune_learning_rate = _check_rate(fine_tune_learning_rate,
                                                    "fine_tune_learning_rate")
         if schedule not in SCHEDULES:
@@ -698,7 +723,9 @@ def fit(model, data, **kwargs):
         unfreeze_layers: int or None. Top layers to fine-tune instead.
         unfreeze_fraction: float or None. Fraction of layers instead.
         head_learning_rate: float. Defaults to `3e-3`.
-        fine_tune_learning_rate: float. Defaults to `1e-3`.
+        fine_tune_learning_rate: float or `"auto"`: 1e-3 on image backbones
+            (chosen in `bench/recipes.py`), 5e-5 on transformer text encoders
+            (BERT's fine-tuning range). Defaults to `"auto"`.
         optimizer: str, optimizer instance or callable `lr -> optimizer`.
             Defaults to `"adam"`.
         schedule: `"cosine"` (with linear warmup over `warmup_fraction` of
