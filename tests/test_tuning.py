@@ -99,7 +99,8 @@ _SEARCH_SCRIPT = textwrap.dedent("""
     keras_tuner.engine.base_tuner.BaseTuner.on_trial_end = on_trial_end
     result = tftransfer.tune("MobileNetV2", data, max_trials=4, weights=None,
                              directory=directory, project_name="resume", head_epochs=1,
-                             fine_tune_epochs=1, folds=None, search_space={"head_learning_rate": [1e-3],
+                             fine_tune_epochs=1, folds=None,
+                             search_space={"head_learning_rate": [1e-3],
                              "dropout_rate": [0.0]})
     print("DONE", len([t for t in result.trials if t["status"] == "COMPLETED"]))
 """)
@@ -370,7 +371,8 @@ def test_the_first_trial_is_fits_defaults_with_fits_budget(tmp_path):
     result = tftransfer.tune("FashionCNN", data, max_trials=1, folds=None,
                              directory=tmp_path, seed=3)
     assert result.trials[0]["hyperparameters"] == {
-        "unfreeze_blocks": result.tuner.hypermodel.num_blocks, "fine_tune_learning_rate": FINE_TUNE_LEARNING_RATE,
+        "unfreeze_blocks": result.tuner.hypermodel.num_blocks,
+        "fine_tune_learning_rate": FINE_TUNE_LEARNING_RATE,
         "head_learning_rate": HEAD_LEARNING_RATE, "dropout_rate": 0.2, "layer_decay": 1.0}
     budget = default_budget(5)  # 72 training images in batches of 16
     assert (result.budget["head_epochs"], result.budget["fine_tune_epochs"]) == (
