@@ -21,6 +21,7 @@ from tftransfer.training.schedules import WarmupCosine
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1]))
 
 from hub_modules import write_image_module  # noqa: E402
+from text_fixtures import TEXTS, make_tiny_preset  # noqa: E402
 
 PACKAGE = pathlib.Path(tftransfer.__file__).parent
 
@@ -66,7 +67,11 @@ def test_every_registered_object_round_trips_under_safe_mode(tmp_path):
         "anchored_and_compiled": anchored,
         "distiller": tftransfer.Distiller(classifier, tftransfer.build_classifier(
             "FashionCNN", 3)),
+        # A KerasHub text model: tokenizer, encoder and pooling are tftransfer layers.
+        "text": tftransfer.build_text_classifier(
+            str(make_tiny_preset(tmp_path / "tiny_preset")), 3, dropout_rate=0.0),
     }
+    texts = np.array(TEXTS[:4], dtype=object)
     seen = set()
     for name, model in artifacts.items():
         _no_lambda(model)
@@ -75,7 +80,9 @@ def test_every_registered_object_round_trips_under_safe_mode(tmp_path):
         loaded = tftransfer.load_model(path)  # safe_mode=True
         seen |= _registered_names(path)
         if name != "distiller":
-            np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+            inputs = texts if name == "text" else x
+            np.testing.assert_allclose(loaded.predict(inputs, verbose=0),
+                                       model.predict(inputs, verbose=0),
                                        rtol=1e-5, atol=1e-6, err_msg=name)
     # L2SP lives on the backbone only while fine-tuning (release_anchor removes
     # it), so it is not in a saved file: its config round-trips on its own.
