@@ -401,11 +401,18 @@ def predict_files(model, names, paths, top_k=3):
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         raise UsageError(f"images: a file does not decode as an image "
                          f"({str(error).splitlines()[0][:120]})") from None
+    return _ranked("file", paths, probabilities, names, top_k)
+
+
+def _ranked(key, inputs, probabilities, names, top_k):
+    """`[{key: input, "classes", "scores"}]`: each row's `top_k` classes, best first."""
+    import numpy as np
+
     names = names or [str(i) for i in range(probabilities.shape[1])]
     results = []
-    for path, row in zip(paths, probabilities):
+    for item, row in zip(inputs, probabilities):
         order = np.argsort(-row)[:top_k]
-        results.append({"file": path, "classes": [names[i] for i in order],
+        results.append({key: item, "classes": [names[i] for i in order],
                         "scores": [round(float(row[i]), 6) for i in order]})
     return results
 
@@ -436,13 +443,7 @@ def predict_texts(model, names, texts, top_k=3):
         if getattr(model, "inputs", None) and model.inputs[0].dtype != "string":
             raise UsageError("--text: this model takes images; pass image files instead")
         probabilities = np.asarray(model.predict_on_batch(batch))
-    names = names or [str(i) for i in range(probabilities.shape[1])]
-    results = []
-    for text, row in zip(texts, probabilities):
-        order = np.argsort(-row)[:top_k]
-        results.append({"text": text, "classes": [names[i] for i in order],
-                        "scores": [round(float(row[i]), 6) for i in order]})
-    return results
+    return _ranked("text", texts, probabilities, names, top_k)
 
 
 def _cmd_predict(args):
@@ -528,12 +529,7 @@ def _cmd_demo(args):
 
 def _auto_rate(value, name):
     """A float, or "auto" kept as it is; for flags and config files."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name}: expected a number or 'auto'; received {value!r}.") from None
+    return _auto_int(value, name, kind=float, what="a number")
 
 
 def _folds(value):
@@ -560,14 +556,15 @@ def _refit(value):
 # --- the parser ----------------------------------------------------------------------------
 
 
-def _auto_int(value, name, word="auto"):
-    """An int, or `word` ("auto", "all") kept as it is; for flags and config files."""
+def _auto_int(value, name, word="auto", *, kind=int, what="an int"):
+    """An int (or `kind`), or `word` ("auto", "all") kept as it is; for flags and config
+    files."""
     if isinstance(value, str) and value.strip().lower() == word:
         return word
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
-        raise UsageError(f"{name}: expected an int or '{word}'; received {value!r}.") from None
+        raise UsageError(f"{name}: expected {what} or '{word}'; received {value!r}.") from None
 
 
 # Numeric flags shared by train, tune and distill: name -> type.

@@ -461,8 +461,7 @@ class TransferHyperModel(kt.HyperModel):
         return self._batch
 
     def _examples(self):
-        return sum(sum(self.data.counts.get(split, {}).values())
-                   for split in ("train", "validation")) or 1
+        return _labelled_examples(self.data) or 1
 
     def _activations_for(self, model, blocks, cut):
         """Activations at every searched depth's cut, in one pass; False if over budget."""
@@ -748,11 +747,6 @@ def _fold_bundles(x, y, data, folds, seed, batch_size):
     return bundles
 
 
-def hypermodel_defaults(search):
-    """The space's default values: the first trial's (fit's defaults)."""
-    return search.oracle.hyperparameters.values
-
-
 def _fold_scores(fold_models, values, objective):
     """Each fold's best-epoch objective for the trial with these values, or None."""
     pick = min if objective.endswith("loss") else max
@@ -1007,7 +1001,9 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             best_hp = dict(best[0].values) if best else {}
             if fold_models and best:
                 best_hp, kept_defaults = _keep_defaults_unless_beaten(
-                    best_hp, dict(hypermodel_defaults(search)), fold_models, objective)
+                    # The space's defaults: the first trial's values (fit's defaults).
+                    best_hp, dict(search.oracle.hyperparameters.values), fold_models,
+                    objective)
             if refit and best:
                 refit_training = _refit(hypermodel, data, best_hp, arrays,
                                         head_epochs=head_epochs,
