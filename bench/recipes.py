@@ -26,7 +26,7 @@ Recipes, each on the same labelled images:
   trained at 3e-3 for as many optimizer steps as `fit`'s defaults take
   (`tftransfer.demo.scratch_baseline`);
 - `fit` defaults: `tftransfer.fit(model, (x, y))`, every argument default;
-- `tune`: `tftransfer.tune(backbone, data, max_trials=8)`, every other
+- `tune`: `tftransfer.tune(backbone, (x, y), max_trials=8)`, every other
   argument default, given the same labelled images (its folds, choice and
   refit are its own).
 
@@ -197,13 +197,15 @@ def run_fit(x, y, test, seed, protocol=PROTOCOLS["lite0"], **changes):
 def run_tune(x, y, test, seed, scratch, protocol=PROTOCOLS["lite0"]):
     import tftransfer
 
-    data = tftransfer.data.from_arrays(x, y, validation_split=0.2, seed=seed)
-    result = tftransfer.tune(protocol["backbone"], data, max_trials=8, seed=seed,
+    # The same (x, y) that `fit` gets: the refit then trains on the same
+    # examples in the same order, and a search that keeps fit's defaults
+    # returns fit's model, so tune - fit measures the search, not the shuffle.
+    result = tftransfer.tune(protocol["backbone"], (x, y), max_trials=8, seed=seed,
                              directory=tempfile.mkdtemp(dir=scratch), project_name="recipes",
                              overwrite=True)
     return accuracy(result.best_model, test), {
         "best": dict(result.best_hyperparameters), "selection": result.selection,
-        "refit": result.refit}
+        "refit": result.refit, "kept_defaults": result.kept_defaults}
 
 
 def pretrain_source(protocol, scratch):

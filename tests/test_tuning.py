@@ -412,6 +412,28 @@ def test_small_data_is_cross_validated_and_the_choice_refit_on_all_labels(tmp_pa
     assert phases == ({"head", "fine_tune"} if chosen else {"head"})
 
 
+def test_tune_on_arrays_that_keeps_fits_defaults_returns_fits_model(tmp_path):
+    # tune((x, y)) refits on the arrays as given: a search that keeps the defaults is
+    # fit(model, (x, y)) to the last weight, so tune - fit measures only the search.
+    # Before, tune took bundles only and refit on train + validation in split order.
+    import keras
+
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 255, (48, 16, 16, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 2].mean(axis=(1, 2))).astype("int64")
+    result = tftransfer.tune("FashionCNN", (x, y), max_trials=1, head_epochs=2,
+                             fine_tune_epochs=2, directory=tmp_path, seed=4)
+    assert result.kept_defaults and result.refit and result.folds == 3
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(4)
+    model = tftransfer.build_classifier("FashionCNN", 2, image_size=16)
+    fitted = tftransfer.fit(model, (x, y), head_epochs=2, fine_tune_epochs=2, seed=4).model
+    np.testing.assert_allclose(result.best_model.predict(x, verbose=0),
+                               fitted.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="x and y have different lengths"):
+        tftransfer.tune("FashionCNN", (x, y[:-1]), directory=tmp_path)
+
+
 def test_layer_decay_slows_the_deeper_blocks_in_a_trial(tmp_path):
     import keras
     import keras_tuner as kt

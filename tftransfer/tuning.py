@@ -161,7 +161,8 @@ class TransferHyperModel(kt.HyperModel):
                  verbose=0, activation_cache_mb=1024):
         super().__init__(name="transfer")
         if not isinstance(data, DatasetBundle):
-            raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
+            raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*) or an (x, y) "
+                        "pair of arrays; "
                             f"received {type(data).__name__}.")
         self.backbone = backbone
         # A Keras object is never trained in place: each trial builds on a copy with the
@@ -848,7 +849,12 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
         backbone: str or Keras object. As in `build_classifier()`. Every
             trial starts from the same pretrained weights, and a Keras
             object you pass is left as it was.
-        data: `DatasetBundle` with a validation split.
+        data: `DatasetBundle` with a validation split, or an `(x, y)` pair
+            of image and integer-label arrays as `fit()` takes: folds are
+            drawn from them (or a seeded 20 % validation split, from 1,000
+            examples) and the refit trains on them in the order given, so a
+            search that keeps `fit`'s defaults returns the model
+            `fit(model, (x, y), seed=seed)` would (on the same initial weights).
         search_space: dict or None. See `TransferHyperModel`. The default
             searches unfreeze depth 0 (head only) to all blocks, the
             fine-tuning learning rate 3e-5..3e-3 (log), head learning rate
@@ -914,13 +920,23 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: the model reports {list(OBJECTIVES)}; received "
                          f"{objective!r}.")
+    given = None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        given = tuple(np.asarray(part) for part in data)
+        if len(given[0]) != len(given[1]):
+            raise ValueError(f"data: x and y have different lengths ({len(given[0])} and "
+                             f"{len(given[1])}).")
+        from tftransfer.data.images import from_arrays
+
+        data = from_arrays(*given, validation_split=0.2, seed=seed)
     if isinstance(data, DatasetBundle) and objective.startswith("val_") and data.validation is None:
         raise ValueError(f"objective: {objective!r} needs a validation split, and the data has "
                          "none; build it with validation_split > 0 or use 'loss'/'accuracy'.")
     if refit not in ("auto", True, False):
         raise ValueError(f"refit: expected 'auto', True or False; received {refit!r}.")
     if not isinstance(data, DatasetBundle):
-        raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
+        raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*) or an (x, y) "
+                        "pair of arrays; "
                         f"received {type(data).__name__}.")
     folds = _resolve_folds(folds, data, objective, tuner, isolate_trials)
     refit = bool(folds) if refit == "auto" else refit
@@ -940,9 +956,9 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
                     verbose=verbose, activation_cache_mb=activation_cache_mb)
     hypermodel = TransferHyperModel(backbone, data, cache_dir=os.path.join(project_dir, "heads"),
                                     **settings)
-    arrays, fold_models = None, []
+    arrays, fold_models = given, []
     if folds:
-        arrays = _labelled_arrays(data)
+        arrays = given or _labelled_arrays(data)
         fold_models = [TransferHyperModel(backbone, bundle, cache_dir=os.path.join(
             project_dir, "heads", f"fold{index}"), **settings)
             for index, bundle in enumerate(_fold_bundles(*arrays, data, folds, seed,
