@@ -391,3 +391,30 @@ def test_fine_tuning_rate_auto_follows_the_backbone_family(tiny_model):
                    verbose=0).fine_tune_learning_rate == FINE_TUNE_LEARNING_RATE == 1e-3
     assert Trainer(image, (np.zeros((4, 16, 16, 3), "float32"), np.arange(4) % 2),
                    fine_tune_learning_rate=2e-4, verbose=0).fine_tune_learning_rate == 2e-4
+
+
+def test_tune_searches_a_text_model_on_raw_strings(tiny_preset, tmp_path):
+    # tune() over a text encoder: the trials build text classifiers (strings in), the
+    # first trial is fit's text defaults, opened blocks are encoder layers, and the refit
+    # model serves raw strings. Before, tune() built image classifiers only.
+    from tftransfer.training.trainer import TEXT_FINE_TUNE_LEARNING_RATE
+
+    texts = np.array(TEXTS * 4)
+    labels = np.arange(len(texts)) % 3
+    result = tftransfer.tune(tiny_preset, (texts, labels), max_trials=2, head_epochs=1,
+                             fine_tune_epochs=1, directory=tmp_path, seed=0,
+                             search_space={"unfreeze_blocks": [0, 1],
+                                           "dropout_rate": [0.2]})
+    assert result.selection == "3-fold cross-validation" and result.refit
+    defaults = result.tuner.hypermodel.start_values()
+    assert defaults["fine_tune_learning_rate"] == TEXT_FINE_TUNE_LEARNING_RATE
+    # Every block (the embeddings as the stem, then the two encoder layers).
+    assert defaults["unfreeze_blocks"] == len(tftransfer.backbone_blocks(result.best_model)) == 3
+    opened = [entry for entry in result.tuner.hypermodel.log
+              if entry["hyperparameters"]["unfreeze_blocks"] == 1]
+    for entry in opened:
+        assert entry["trainable_backbone_layers"] == ["transformer_layer_1"]
+        assert not entry["fine_tuned_on_cached_activations"]
+    assert result.best_model.inputs[0].dtype == "string"
+    probabilities = result.best_model.predict(tf.constant(TEXTS), verbose=0)
+    assert probabilities.shape == (len(TEXTS), 3)

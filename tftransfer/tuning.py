@@ -32,7 +32,8 @@ from tftransfer.training.budgets import default_budget
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
 from tftransfer.training.optimizers import discriminative_multipliers, layerwise_optimizer
 from tftransfer.training.schedules import make_schedule
-from tftransfer.training.trainer import FINE_TUNE_LEARNING_RATE, HEAD_LEARNING_RATE
+from tftransfer.training.trainer import (FINE_TUNE_LEARNING_RATE, HEAD_LEARNING_RATE,
+                                         TEXT_FINE_TUNE_LEARNING_RATE)
 
 SEARCHABLE = ("unfreeze_blocks", "fine_tune_learning_rate", "head_learning_rate", "dropout_rate",
               "layer_decay")
@@ -122,7 +123,8 @@ class TransferHyperModel(kt.HyperModel):
     setting, trained on features computed once) and then fine-tunes.
 
     Args:
-        backbone: str or Keras object. As in `build_classifier()`. A Keras
+        backbone: str or Keras object. As in `build_classifier()`; for data
+            of strings, a text encoder as in `build_text_classifier()`. A Keras
             model is cloned for every trial with the weights it had when
             the hypermodel was made, so every trial starts from the same
             pretrained weights whatever the order, and the object you pass
@@ -135,11 +137,14 @@ class TransferHyperModel(kt.HyperModel):
             floats (`(low, high, "log")` for log sampling), a list (a
             choice), or a single value (fixed). Names: `unfreeze_blocks`,
             `fine_tune_learning_rate`, `head_learning_rate`,
-            `dropout_rate`. Entries replace the defaults: unfreeze blocks
-            0..min(N, 6), fine-tune learning rate log-uniform 1e-6..1e-3, head
-            learning rate in {1e-3, 3e-3}, dropout in {0.0, 0.25, 0.5}.
-        head_epochs: int. Defaults to `3`.
-        fine_tune_epochs: int. Defaults to `3`.
+            `dropout_rate`, `layer_decay`. Entries replace the defaults:
+            unfreeze blocks 0..N (all of them), fine-tune learning rate
+            log-uniform 3e-5..3e-3 (1e-5..3e-4 for a text encoder), head
+            learning rate in {1e-3, 3e-3}, dropout in {0.0, 0.2, 0.5},
+            layer-wise decay in {1.0, 0.8}.
+        head_epochs: int or `"auto"` (`fit`'s data-sized budget). Defaults
+            to `"auto"`.
+        fine_tune_epochs: int or `"auto"`. Defaults to `"auto"`.
         weights: as in `build_classifier()`. Defaults to `"imagenet"`.
         cache_dir: str or None. Where the shared head weights go.
         seed: int. Defaults to `1337`.
@@ -161,8 +166,7 @@ class TransferHyperModel(kt.HyperModel):
                  verbose=0, activation_cache_mb=1024):
         super().__init__(name="transfer")
         if not isinstance(data, DatasetBundle):
-            raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*) or an (x, y) "
-                        "pair of arrays; "
+            raise TypeError("data: expected a DatasetBundle (tftransfer.data.from_*); "
                             f"received {type(data).__name__}.")
         self.backbone = backbone
         # A Keras object is never trained in place: each trial builds on a copy with the
@@ -174,6 +178,8 @@ class TransferHyperModel(kt.HyperModel):
                               [layer.trainable for layer in _all_layers(backbone)])
         self.data = data
         self.weights = weights
+        # Strings in: a text encoder (`build_text_classifier`), else images.
+        self.text = _is_text(data)
         if head_epochs != "auto":
             checks.check_int(head_epochs, "head_epochs")
         if fine_tune_epochs != "auto":
@@ -226,9 +232,21 @@ class TransferHyperModel(kt.HyperModel):
         for layer, flag in zip(_all_layers(self.backbone), flags):
             layer.trainable = flag
 
+    def build_classifier(self, dropout_rate, weights=None):
+        """The trial's classifier: `build_text_classifier` for text data, else
+        `build_classifier`, on `_trial_backbone()`."""
+        if self.text:
+            from tftransfer.models import build_text_classifier
+
+            return build_text_classifier(self._trial_backbone(), self.data.num_classes,
+                                         dropout_rate=dropout_rate,
+                                         weights=None if weights is None else "pretrained")
+        return build_classifier(self._trial_backbone(), self.data.num_classes,
+                                image_size=self.data.image_size, weights=weights,
+                                dropout_rate=dropout_rate)
+
     def _count_blocks(self):
-        probe = build_classifier(self._trial_backbone(), self.data.num_classes,
-                                 image_size=self.data.image_size, weights=None)
+        probe = self.build_classifier(0.2, weights=None)
         try:
             count = len(backbone_blocks(probe))
         except ValueError:
@@ -247,7 +265,8 @@ class TransferHyperModel(kt.HyperModel):
                              f"searchable ones are {list(SEARCHABLE)}.")
         space = {
             "unfreeze_blocks": (0, self.num_blocks),
-            "fine_tune_learning_rate": (3e-5, 3e-3, "log"),
+            # Transformers fine-tune around 5e-5 (BERT's 2e-5..5e-5), convolutions ~1e-3.
+            "fine_tune_learning_rate": (1e-5, 3e-4, "log") if self.text else (3e-5, 3e-3, "log"),
             "head_learning_rate": [1e-3, 3e-3],
             "dropout_rate": [0.0, 0.2, 0.5],
             "layer_decay": [1.0, 0.8],
@@ -263,7 +282,8 @@ class TransferHyperModel(kt.HyperModel):
     def start_values(self):
         """`fit`'s defaults in this space's terms: the first trial's values."""
         return {"unfreeze_blocks": self.num_blocks,
-                "fine_tune_learning_rate": FINE_TUNE_LEARNING_RATE,
+                "fine_tune_learning_rate": (TEXT_FINE_TUNE_LEARNING_RATE if self.text
+                                            else FINE_TUNE_LEARNING_RATE),
                 "head_learning_rate": HEAD_LEARNING_RATE, "dropout_rate": 0.2,
                 "layer_decay": 1.0}
 
@@ -272,9 +292,7 @@ class TransferHyperModel(kt.HyperModel):
         values = {name: _define(hp, name, spec, start.get(name))
                   for name, spec in self.search_space.items()}
         keras.utils.set_random_seed(self.seed)  # the same backbone (and head init) every trial
-        model = build_classifier(self._trial_backbone(), self.data.num_classes,
-                                 image_size=self.data.image_size, weights=self.weights,
-                                 dropout_rate=float(values["dropout_rate"]))
+        model = self.build_classifier(float(values["dropout_rate"]), weights=self.weights)
         self._unfreeze(model, int(values["unfreeze_blocks"]))
         model.compile(keras.optimizers.Adam(float(values["fine_tune_learning_rate"])),
                       "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -436,6 +454,8 @@ class TransferHyperModel(kt.HyperModel):
             return head, train, validation
         if not isinstance(backbone, keras.Model) or not getattr(backbone, "inference_mode", False):
             return None
+        if self.text:
+            return None  # token activations: as long as each batch's longest text
         for layer in model.layers[:model.layers.index(backbone)]:
             for sublayer in [layer] + list(layer._flatten_layers(include_self=False)):
                 if isinstance(sublayer, feature_cache.RANDOM_LAYERS):
@@ -587,6 +607,10 @@ def _data_digest(dataset):
         return None
     count, total, squares, labels = 0, 0.0, 0.0, {}
     for inputs, targets in dataset:
+        if getattr(inputs, "dtype", None) == "string":
+            # Texts: an order-free sum of each text's hash (and of its squares).
+            inputs = [int.from_bytes(hashlib.sha1(text).digest()[:6], "big") / 2 ** 48
+                      for text in np.asarray(inputs).ravel()]
         values = np.asarray(inputs, dtype=np.float64) if not isinstance(inputs, dict) else \
             np.concatenate([np.asarray(v, np.float64).ravel() for v in inputs.values()])
         count += len(targets)
@@ -671,6 +695,14 @@ class TuningResult:
     budget: Optional[dict] = None
     refit_training: Optional[object] = None
     kept_defaults: bool = False
+
+
+def _is_text(data):
+    """Whether the bundle's inputs are strings (a text task)."""
+    import tensorflow as tf
+
+    spec = data.train.element_spec[0]
+    return getattr(spec, "dtype", None) == tf.string
 
 
 def _labelled_examples(data):
@@ -787,9 +819,8 @@ def _refit(hypermodel, data, values, arrays, *, head_epochs, fine_tune_epochs, s
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = build_classifier(hypermodel._trial_backbone(), data.num_classes,
-                             image_size=data.image_size, weights=hypermodel.weights,
-                             dropout_rate=float(values.get("dropout_rate", 0.2)))
+    model = hypermodel.build_classifier(float(values.get("dropout_rate", 0.2)),
+                                        weights=hypermodel.weights)
     blocks = int(values.get("unfreeze_blocks", hypermodel.num_blocks))
     decay = float(values.get("layer_decay", 1.0))
     if arrays is not None:
@@ -805,8 +836,9 @@ def _refit(hypermodel, data, values, arrays, *, head_epochs, fine_tune_epochs, s
                fine_tune_epochs=fine_tune_epochs if blocks else 0,
                unfreeze_blocks="all" if blocks >= hypermodel.num_blocks else max(blocks, 1),
                head_learning_rate=float(values.get("head_learning_rate", HEAD_LEARNING_RATE)),
-               fine_tune_learning_rate=float(values.get("fine_tune_learning_rate",
-                                                        FINE_TUNE_LEARNING_RATE)),
+               fine_tune_learning_rate=float(values.get(
+                   "fine_tune_learning_rate",
+                   hypermodel.start_values()["fine_tune_learning_rate"])),
                discriminative_lr=decay if blocks and decay < 1.0 else None,
                batch_size=hypermodel._batch_size(), seed=seed, verbose=verbose)
 
@@ -846,18 +878,21 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     machines.
 
     Args:
-        backbone: str or Keras object. As in `build_classifier()`. Every
+        backbone: str or Keras object. As in `build_classifier()`, or a
+            text encoder as in `build_text_classifier()` when the data's
+            inputs are strings (every trial then takes raw strings). Every
             trial starts from the same pretrained weights, and a Keras
             object you pass is left as it was.
         data: `DatasetBundle` with a validation split, or an `(x, y)` pair
-            of image and integer-label arrays as `fit()` takes: folds are
+            of images (or texts) and integer labels as `fit()` takes: folds are
             drawn from them (or a seeded 20 % validation split, from 1,000
             examples) and the refit trains on them in the order given, so a
             search that keeps `fit`'s defaults returns the model
             `fit(model, (x, y), seed=seed)` would (on the same initial weights).
         search_space: dict or None. See `TransferHyperModel`. The default
             searches unfreeze depth 0 (head only) to all blocks, the
-            fine-tuning learning rate 3e-5..3e-3 (log), head learning rate
+            fine-tuning learning rate 3e-5..3e-3 (log; 1e-5..3e-4 for a text
+            encoder, whose first trial fine-tunes at 5e-5), head learning rate
             {1e-3, 3e-3}, dropout {0, 0.2, 0.5} and layer-wise decay
             {1.0, 0.8}.
         tuner: `"random"`, `"bayesian"` or `"hyperband"`. Defaults to
@@ -927,8 +962,13 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             raise ValueError(f"data: x and y have different lengths ({len(given[0])} and "
                              f"{len(given[1])}).")
         from tftransfer.data.images import from_arrays
+        from tftransfer.data.text import from_texts
 
-        data = from_arrays(*given, validation_split=0.2, seed=seed)
+        if given[0].dtype.kind in "USO":
+            given = (given[0].astype(str), given[1])
+            data = from_texts(list(given[0]), given[1], validation_split=0.2, seed=seed)
+        else:
+            data = from_arrays(*given, validation_split=0.2, seed=seed)
     if isinstance(data, DatasetBundle) and objective.startswith("val_") and data.validation is None:
         raise ValueError(f"objective: {objective!r} needs a validation split, and the data has "
                          "none; build it with validation_split > 0 or use 'loss'/'accuracy'.")
