@@ -7,6 +7,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    # Remembered file checks (tftransfer.data.file_checks) go to a folder of the test
+    # session, not the user's ~/.cache.
+    os.environ["TFTRANSFER_CACHE_DIR"] = str(tmp_path_factory.mktemp("tftransfer_cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_clean_session():
     keras.utils.set_random_seed(1337)

@@ -11,6 +11,7 @@ from tftransfer.data.images import (
 )
 from tftransfer.data.text import from_text_csv, from_text_directory, from_texts, read_fortunes
 from tftransfer.data.tfds import from_tfds
+from tftransfer.data.tfrecords import from_tfrecords, write_tfrecords
 
 __all__ = [
     "AUGMENTATION_PRESETS",
@@ -25,5 +26,7 @@ __all__ = [
     "from_text_directory",
     "from_texts",
     "from_tfds",
+    "from_tfrecords",
     "read_fortunes",
+    "write_tfrecords",
 ]

@@ -26,6 +26,11 @@ class DatasetBundle:
         task: str. `"multiclass"` or `"multilabel"`.
         augmented: bool. Whether the training split is augmented in the
             pipeline (random before the model: no feature cache).
+        cache: str or None. Where decoded examples are cached: `"memory"`,
+            a disk cache path, or None (decoded each epoch).
+        cache_reason: str. Why (what `cache="auto"` measured), or "".
+        file_check: the background check of files not checked yet
+            (`tftransfer.data.file_checks.BackgroundCheck`), or None.
     """
 
     train: object
@@ -39,10 +44,34 @@ class DatasetBundle:
     image_size: Optional[Tuple[int, int]] = None
     task: str = "multiclass"
     augmented: bool = False
+    cache: Optional[str] = None
+    cache_reason: str = ""
+    file_check: Optional[object] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    def wait_for_file_checks(self, timeout=None):
+        """Waits for the background check of the files, warns about what it
+        found once, and returns `skipped` (None if `timeout` seconds pass first).
+
+        Files that fail to decode are dropped by the pipeline meanwhile, so
+        training need not wait; this is for the final list and count.
+
+        Example:
+
+        >>> import numpy as np, tftransfer
+        >>> data = tftransfer.data.from_arrays(np.zeros((4, 8, 8), "uint8"), np.arange(4) % 2)
+        >>> data.wait_for_file_checks()
+        []
+        """
+        if self.file_check is None:
+            return self.skipped
+        if self.file_check.result(timeout) is None:
+            return None
+        self.file_check.report(stacklevel=2)
+        return self.skipped
 
     def __repr__(self):
         sizes = {split: sum(self.counts.get(split, {}).values()) for split in SPLITS}

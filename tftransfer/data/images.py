@@ -1,14 +1,24 @@
 """Image datasets: folders, CSV files of paths, and arrays.
 
 Decoding happens in the graph (`tf.io.decode_image`: JPEG, PNG, GIF's first
-frame, BMP); grayscale and RGBA become RGB. Before any training, every file is
-decoded once (in parallel): corrupt, truncated, zero-byte and non-image files
-are skipped with one warning that counts them and names the first few, so a
-bad file never stops an epoch halfway.
+frame, BMP); grayscale and RGBA become RGB. Corrupt, truncated, zero-byte and
+non-image files are skipped with one warning that counts them and names the
+first few, so a bad file never stops an epoch halfway. Small sets (up to
+`CHECK_NOW_MAX_FILES` files not checked before) are checked before the
+bundle is returned; larger ones start at once, are checked in the background
+while training runs, and the pipeline drops what fails to decode
+(`tftransfer.data.file_checks`). A file's result is remembered, so a second
+run of the same folder decodes nothing up front.
+
+Memory stays bounded: `cache="auto"` keeps the decoded images in memory only
+when they fit a quarter of the available memory (`pipeline.choose_cache`;
+the choice and why are in `bundle.cache` and `bundle.cache_reason`), and
+otherwise decodes from the files each epoch, shuffling the file paths (all of
+them, cheaply) before decoding instead of a buffer of decoded images.
 """
 
-import concurrent.futures
 import csv
+import logging
 import os
 import warnings
 
@@ -24,11 +34,23 @@ from tftransfer.data.bundle import (
     count_by_class,
     split_indices,
 )
-from tftransfer.data.pipeline import AUTOTUNE, finish, fingerprint
+from tftransfer.data import file_checks
+from tftransfer.data.file_checks import find_unreadable  # noqa: F401 - public here too
+from tftransfer.data.pipeline import (
+    AUTOTUNE,
+    DISK_CACHE_SHUFFLE_BUFFER,
+    choose_cache,
+    finish,
+    fingerprint,
+    memory_budget,
+)
 
 SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
                  "test": ("test", "testing")}
-MAX_LISTED = 5
+# validate="auto": up to this many files not checked before are checked before the
+# bundle is returned (about a second or two); more are checked in the background.
+CHECK_NOW_MAX_FILES = 2000
+logger = logging.getLogger("tftransfer")
 
 
 # --- decoding -------------------------------------------------------------------------
@@ -93,44 +115,6 @@ def decode_image(contents, image_size, *, crop_to_aspect_ratio=False, pad_to_asp
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _check_file(path):
-    try:
-        with open(path, "rb") as handle:
-            contents = handle.read()
-    except OSError as error:
-        return f"unreadable ({error.strerror or error})"
-    if not contents:
-        return "empty file"
-    try:
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
-        message = str(error.message if hasattr(error, "message") else error).splitlines()[0]
-        return f"not a decodable image ({message[:120]})"
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        return "image with no pixels"
-    return None
-
-
-def find_unreadable(paths, *, workers=None):
-    """Decodes every file once; returns `[(path, reason)]` for those that fail."""
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(f"paths: expected a list of file paths; received one path {paths!r} "
-                        "(wrap it in a list).")
-    workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        reasons = list(pool.map(_check_file, paths))
-    return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
-
-
-def _warn_skipped(skipped):
-    if not skipped:
-        return
-    listed = "; ".join(f"{path}: {reason}" for path, reason in skipped[:MAX_LISTED])
-    more = f" and {len(skipped) - MAX_LISTED} more" if len(skipped) > MAX_LISTED else ""
-    warnings.warn(f"tftransfer: skipped {len(skipped)} unreadable file(s): {listed}{more}.",
-                  stacklevel=3)
-
-
 # --- folders ------------------------------------------------------------------------
 
 
@@ -148,11 +132,49 @@ def _subfolders(path, follow_links):
 
 
 def _files_under(folder, follow_links):
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=follow_links):
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        found.extend(os.path.join(root, name) for name in sorted(files) if _visible(name))
+    """Every visible file under `folder`, sorted, in one `os.scandir` walk."""
+    found, stack = [], [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                entries = sorted((e for e in entries if _visible(e.name)), key=lambda e: e.name)
+        except OSError:
+            continue
+        folders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=follow_links):
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    found.append(entry.path)
+            except OSError:
+                continue
+        stack.extend(reversed(folders))
     return found
+
+
+def _check_validate(validate):
+    if not (validate is True or validate is False or (isinstance(validate, str)
+                                                      and validate == "auto")):
+        raise ValueError(f"validate: expected 'auto', True or False; received {validate!r}.")
+    return validate
+
+
+def _find_bad_files(paths, root, validate):
+    """`(skipped now, paths to check in the background, remembered checks)`."""
+    if validate is False or not paths:
+        return [], [], None
+    remembered = file_checks.RememberedChecks(root)
+    skipped, unchecked = file_checks.triage(paths, remembered)
+    if validate is True or len(unchecked) <= CHECK_NOW_MAX_FILES:
+        skipped += file_checks.check_now(unchecked, remembered)
+        unchecked = []
+    return skipped, unchecked, remembered
+
+
+def _decoded_bytes(size):
+    return size[0] * size[1] * 3 + 64  # uint8 pixels, plus the label and tensor overhead
 
 
 def _split_layout(path, follow_links):
@@ -169,12 +191,30 @@ def _split_layout(path, follow_links):
 
 
 def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cache,
-                   augmentation, crop_to_aspect_ratio, pad_to_aspect_ratio):
+                   augmentation, crop_to_aspect_ratio, pad_to_aspect_ratio, streaming=False):
+    """Paths -> (shuffled paths) -> decode -> (drop failures) -> `finish`.
+
+    In memory, the decoded set is cached and shuffled whole (it fits the
+    budget); otherwise the paths are shuffled before decoding, and a disk
+    cache is mixed by a bounded buffer. `streaming`: files not checked yet
+    may fail to decode; those are dropped.
+    """
     if len(paths) == 0:
         return None
     key = fingerprint(sorted(zip(paths, np.asarray(labels).tolist())), image_size,
                       crop_to_aspect_ratio, pad_to_aspect_ratio)
     dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels)))
+    in_memory = cache == "memory" or cache is True
+    shuffle_buffer = None
+    if training and not in_memory:
+        # All the paths, reshuffled each epoch, cost a few bytes each. A disk cache
+        # keeps the first order it saw: shuffle once (seeded), then mix within a buffer.
+        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=not cache)
+        shuffle_buffer = 0
+        if cache:
+            budget, _ = memory_budget()
+            shuffle_buffer = max(batch_size, min(DISK_CACHE_SHUFFLE_BUFFER,
+                                                 budget // _decoded_bytes(image_size)))
 
     def load(path, label):
         image = decode_image(tf.io.read_file(path), image_size,
@@ -183,9 +223,12 @@ def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cac
         return image, label
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
+    if streaming:
+        dataset = dataset.ignore_errors()
     return finish(dataset, training=training, batch_size=batch_size, seed=seed, cache=cache,
                   key=key, size=len(paths), augmentation=augmentation,
-                  postprocess=lambda images: tf.cast(images, tf.float32))
+                  postprocess=lambda images: tf.cast(images, tf.float32),
+                  shuffle_buffer=shuffle_buffer)
 
 
 def _check_common(image_size, batch_size, augmentation):
@@ -197,8 +240,8 @@ def _check_common(image_size, batch_size, augmentation):
 
 def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, test_split=0.0,
                    seed=1337, class_names=None, crop_to_aspect_ratio=False,
-                   pad_to_aspect_ratio=False, follow_links=False, cache="memory",
-                   augmentation=None, validate=True):
+                   pad_to_aspect_ratio=False, follow_links=False, cache="auto",
+                   augmentation=None, validate="auto"):
     """Builds train / validation / test datasets from a folder of class folders.
 
     `path/<class>/.../<image>`: one folder per class (nested folders are
@@ -225,13 +268,25 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
             ratio before resizing. Defaults to `False`.
         pad_to_aspect_ratio: bool. Pad instead. Defaults to `False`.
         follow_links: bool. Follow symbolic links. Defaults to `False`.
-        cache: `"memory"`, None, or a file path / folder for a disk cache
-            (for sets larger than memory). A disk cache left unfinished by a
-            killed run is rebuilt. Defaults to `"memory"`.
+        cache: `"auto"`, `"memory"`, None, or a file path / folder for a
+            disk cache. `"auto"`: in memory when the decoded images (the
+            training split twice: cache and shuffle buffer) fit a quarter of
+            the memory available (`$TFTRANSFER_CACHE_MEMORY_MB` sets the
+            budget), else no cache (decoded from the files each epoch, as
+            Keras' `image_dataset_from_directory` does). The choice and why:
+            `bundle.cache`, `bundle.cache_reason`. A disk cache left
+            unfinished by a killed run is rebuilt. Defaults to `"auto"`.
         augmentation: None, a preset (`"light"`, `"medium"`, `"heavy"`) or
             Keras layers, applied to training batches in the pipeline.
-        validate: bool. Decode every file once before training to find bad
-            ones. Defaults to `True`.
+        validate: `"auto"`, True or False. Find files that do not decode.
+            True: decode every file not checked before now. `"auto"`: so
+            when at most 2,000 files are new, else return at once and check
+            them in the background while training runs (the pipeline drops
+            any that fail; `bundle.wait_for_file_checks()` waits for the
+            list). A file's result is remembered (path, size, modification
+            time), so a second run decodes nothing up front. False: no
+            check (undecodable files are dropped silently). Defaults to
+            `"auto"`.
 
     Returns:
         A `DatasetBundle` whose datasets yield float32 images in [0, 255]
@@ -250,6 +305,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
         raise ValueError(f"path: {path!r} does not exist or is not a folder. Pass a folder "
                          "that holds one sub-folder of images per class.")
     size, batch_size, augmentation = _check_common(image_size, batch_size, augmentation)
+    validate = _check_validate(validate)
     layout = _split_layout(path, follow_links) or {"all": path}
 
     found_classes = sorted({name for folder in layout.values()
@@ -270,7 +326,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
                 for file_path in _files_under(class_folder, follow_links):
                     files[file_path] = (split, label_name)
     all_paths = list(files)
-    skipped = find_unreadable(all_paths) if validate else []
+    skipped, unchecked, remembered = _find_bad_files(all_paths, path, validate)
     bad = {file_path for file_path, _ in skipped}
     kept = [file_path for file_path in all_paths if file_path not in bad]
 
@@ -281,7 +337,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
     if class_names is not None and empty:
         raise ValueError(f"class_names: the class folder(s) {empty} hold no readable image.")
     names = [name for name in candidates if per_class[name] > 0]
-    _warn_skipped(skipped)
+    file_checks.warn_skipped(skipped)
     if empty:
         warnings.warn(f"tftransfer: left out {len(empty)} empty class folder(s): {empty}.",
                       stacklevel=2)
@@ -303,9 +359,11 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
         split_of = np.array([files[file_path][0] for file_path in kept])
         parts = {split: np.flatnonzero(split_of == split)
                  for split in ("train", "validation", "test")}
+    cache, cache_reason = choose_cache(cache, {split: len(parts[split]) for split in parts},
+                                       _decoded_bytes(size))
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio)
+                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is not True)
     datasets = {
         split: _image_dataset(kept[parts[split]], labels[parts[split]], size,
                               training=split == "train",
@@ -322,8 +380,14 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
         counts={split: count_by_class(labels[parts[split]], names) for split in parts},
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, empty_classes=empty, image_size=size,
-        augmented=augmentation is not None,
+        augmented=augmentation is not None, cache=_cache_name(cache), cache_reason=cache_reason,
+        file_check=(file_checks.BackgroundCheck(unchecked, remembered, skipped)
+                    if unchecked else None),
     )
+
+
+def _cache_name(cache):
+    return "memory" if cache in ("memory", True) else (os.fspath(cache) if cache else None)
 
 
 # --- CSV -------------------------------------------------------------------------------
@@ -334,8 +398,8 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 
 def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
              validation_split=0.2, test_split=0.0, seed=1337, class_names=None,
-             crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, cache="memory",
-             augmentation=None, validate=True):
+             crop_to_aspect_ratio=False, pad_to_aspect_ratio=False, cache="auto",
+             augmentation=None, validate="auto"):
     """Builds image datasets from a CSV file of image paths and labels.
 
     Args:
@@ -400,22 +464,25 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
         index = {name: i for i, name in enumerate(names)}
         labels = np.array([index[value] for value in values], dtype="int64")
 
+    validate = _check_validate(validate)
     skipped = [(p, "missing file") for p in paths if not os.path.isfile(p)]
     missing = {p for p, _ in skipped}
     present = [p for p in paths if p not in missing]
-    if validate:
-        skipped += find_unreadable(present)
+    found, unchecked, remembered = _find_bad_files(present, csv_path, validate)
+    skipped += found
     bad = {p for p, _ in skipped}
     keep = np.array([p not in bad for p in paths])
-    _warn_skipped(skipped)
+    file_checks.warn_skipped(skipped)
     if not keep.any():
         raise ValueError(f"csv_path: none of the {len(paths)} images listed in {csv_path!r} "
                          "could be read.")
     paths, labels = np.array(paths)[keep], labels[keep]
     parts = split_indices(labels, validation_split, test_split, seed)
+    cache, cache_reason = choose_cache(cache, {split: len(parts[split]) for split in parts},
+                                       _decoded_bytes(size))
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio)
+                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is not True)
     datasets = {split: _image_dataset(paths[parts[split]], labels[parts[split]], size,
                                       training=split == "train",
                                       augmentation=augmentation if split == "train" else None,
@@ -427,7 +494,9 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
         counts={split: count_by_class(labels[parts[split]], names) for split in parts},
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, image_size=size, task="multilabel" if multilabel else "multiclass",
-        augmented=augmentation is not None,
+        augmented=augmentation is not None, cache=_cache_name(cache), cache_reason=cache_reason,
+        file_check=(file_checks.BackgroundCheck(unchecked, remembered, skipped)
+                    if unchecked else None),
     )
 
 

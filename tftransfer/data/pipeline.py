@@ -3,11 +3,86 @@
 import glob
 import hashlib
 import json
+import logging
 import os
 
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# cache="auto": decoded images are cached in memory when they take at most this
+# share of the memory available when the dataset is built.
+CACHE_MEMORY_FRACTION = 0.25
+# Without a memory cache the paths are shuffled before decoding (complete and
+# cheap); a disk cache replays one order, mixed by a buffer of at most this many
+# decoded examples (or fewer, within the memory budget).
+DISK_CACHE_SHUFFLE_BUFFER = 2048
+
+logger = logging.getLogger("tftransfer")
+
+
+def available_memory():
+    """Bytes of memory available now (`MemAvailable`), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_budget():
+    """`(bytes, why)`: how much decoded data `cache="auto"` may hold in memory.
+
+    `$TFTRANSFER_CACHE_MEMORY_MB` if set, else a quarter of the memory
+    available now (2 GB if that cannot be read).
+    """
+    given = os.environ.get("TFTRANSFER_CACHE_MEMORY_MB")
+    if given:
+        try:
+            return int(float(given) * 2 ** 20), "TFTRANSFER_CACHE_MEMORY_MB"
+        except ValueError:
+            raise ValueError(f"TFTRANSFER_CACHE_MEMORY_MB: expected a number of MB; received "
+                             f"{given!r}.") from None
+    available = available_memory()
+    if available is None:
+        return 2 * 2 ** 30, "2 GB (the available memory could not be read)"
+    return (int(available * CACHE_MEMORY_FRACTION),
+            f"{CACHE_MEMORY_FRACTION:.0%} of the {available / 2 ** 30:.1f} GB available")
+
+
+def choose_cache(cache, sizes, bytes_per_example):
+    """`(cache, reason)`: `cache="auto"` resolved against the memory budget.
+
+    Args:
+        cache: `"auto"`, `"memory"`, None/False or a disk cache path.
+        sizes: dict `split -> number of examples`.
+        bytes_per_example: int. Decoded size of one example.
+    """
+    if cache != "auto":
+        kind = ("memory" if cache in ("memory", True) else
+                "none" if not cache else f"disk ({os.fspath(cache)})")
+        return cache, f"cache={kind}, as given"
+    # In memory the training split is held twice: the cache and the whole-set shuffle buffer.
+    needed = bytes_per_example * (2 * sizes.get("train", 0) + sizes.get("validation", 0)
+                                  + sizes.get("test", 0))
+    budget, why = memory_budget()
+    if needed <= budget:
+        reason = (f"cache='memory': the decoded images take about {needed / 2 ** 20:,.0f} MB, "
+                  f"within the memory budget of {budget / 2 ** 20:,.0f} MB ({why})")
+        chosen = "memory"
+    else:
+        reason = (f"no cache: the decoded images would take about {needed / 2 ** 20:,.0f} MB, "
+                  f"over the memory budget of {budget / 2 ** 20:,.0f} MB ({why}); they are "
+                  "decoded from the files each epoch (pass cache='<folder>' for a disk cache, "
+                  "or set TFTRANSFER_CACHE_MEMORY_MB)")
+        chosen = None
+    logger.info("tftransfer: %s.", reason)
+    return chosen, reason
 
 
 def fingerprint(*parts):
@@ -34,7 +109,7 @@ def cache_path(cache, key):
 
 
 def finish(dataset, *, training, batch_size, seed, cache, key, size, augmentation=None,
-           postprocess=None):
+           postprocess=None, shuffle_buffer=None):
     """Cache -> (shuffle) -> batch -> postprocess/augment -> prefetch.
 
     Args:
@@ -44,16 +119,20 @@ def finish(dataset, *, training, batch_size, seed, cache, key, size, augmentatio
         seed: int or None. Makes the shuffle order reproducible.
         cache: `"memory"`, None/False, or a file path / folder for a disk cache.
         key: str. Fingerprint of what produced `dataset` (file caches).
-        size: int. Number of elements (the shuffle buffer holds them all).
+        size: int. Number of elements.
         augmentation: Keras layer or None, applied to training batches.
         postprocess: callable or None, applied to every batch of inputs.
+        shuffle_buffer: int or None. Elements in the shuffle buffer; None
+            holds them all (`size`), 0 shuffles nothing here (the source is
+            shuffled already).
     """
     if cache == "memory" or cache is True:
         dataset = dataset.cache()
     elif cache:
         dataset = dataset.cache(cache_path(cache, key))
-    if training:
-        dataset = dataset.shuffle(max(1, size), seed=seed, reshuffle_each_iteration=True)
+    buffer = size if shuffle_buffer is None else min(shuffle_buffer, size)
+    if training and buffer > 1:
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if postprocess is not None:
         dataset = dataset.map(lambda x, y: (postprocess(x), y), num_parallel_calls=AUTOTUNE)

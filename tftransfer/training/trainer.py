@@ -787,4 +787,8 @@ def fit(model, data, **kwargs):
     >>> result.history["phase"], result.history["epoch"]
     (['head', 'head', 'fine_tune'], [0, 1, 2])
     """
-    return Trainer(model, data, **kwargs).run()
+    result = Trainer(model, data, **kwargs).run()
+    check = getattr(data, "file_check", None)
+    if check is not None and check.done:
+        check.report()  # what the background file check found, once
+    return result
