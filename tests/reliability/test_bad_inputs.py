@@ -105,7 +105,7 @@ CASES = [
      "mode"),
     # --- search ---
     ("tune", lambda c: tftransfer.tune("NoSuchNet", c.bundle, directory=c.tmp), "backbone"),
-    ("tune", lambda c: tftransfer.tune("FashionCNN", (c.x, c.y), directory=c.tmp), "data"),
+    ("tune", lambda c: tftransfer.tune("FashionCNN", (c.x, c.y[:-1]), directory=c.tmp), "data"),
     ("tune", lambda c: tftransfer.tune("FashionCNN", c.bundle, max_trials=0, directory=c.tmp),
      "max_trials"),
     ("tune", lambda c: tftransfer.tune("FashionCNN", c.bundle, tuner="grid", directory=c.tmp),
