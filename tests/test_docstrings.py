@@ -24,6 +24,8 @@ MODULES = [
     "tftransfer.data.bundle",
     "tftransfer.data.file_checks",
     "tftransfer.data.tfrecords",
+    "tftransfer.data.service",
+    "tftransfer.data.sharding",
     "tftransfer.demo",
     "tftransfer.evaluation.metrics",
     "tftransfer.evaluation.plots",

@@ -11,13 +11,22 @@ from tftransfer.data.images import (
 )
 from tftransfer.data.text import from_text_csv, from_text_directory, from_texts, read_fortunes
 from tftransfer.data.tfds import from_tfds
+from tftransfer.data.service import (
+    DataService,
+    distribute_bundle,
+    start_data_service,
+    start_data_workers,
+)
+from tftransfer.data.sharding import shard_policy_for, with_auto_shard
 from tftransfer.data.tfrecords import from_tfrecords, write_tfrecords
 
 __all__ = [
     "AUGMENTATION_PRESETS",
+    "DataService",
     "DatasetBundle",
     "augmentation_layer",
     "decode_image",
+    "distribute_bundle",
     "find_unreadable",
     "from_arrays",
     "from_csv",
@@ -28,5 +37,9 @@ __all__ = [
     "from_tfds",
     "from_tfrecords",
     "read_fortunes",
+    "shard_policy_for",
+    "start_data_service",
+    "start_data_workers",
+    "with_auto_shard",
     "write_tfrecords",
 ]

@@ -266,8 +266,11 @@ def _main(listed, results):
     tf.config.threading.set_intra_op_parallelism_threads(1)
     with open(listed, encoding="utf8") as handle:
         paths = [line for line in handle.read().split("\n") if line]
+    parent = os.getppid()
     with open(results, "w", encoding="utf8") as out:
         for path in paths:
+            if os.getppid() != parent:
+                return 1  # the training process has ended: nobody is waiting for the rest
             out.write(json.dumps([path, check_file(path)]) + "\n")
             out.flush()
     return 0

@@ -107,12 +107,17 @@ def decode_image(contents, image_size, *, crop_to_aspect_ratio=False, pad_to_asp
     >>> tftransfer.data.decode_image(png, (8, 8)).shape
     TensorShape([8, 8, 3])
     """
-    image_size = normalize_image_size(image_size, argument="image_size")
+    image = _decode_resized(contents, normalize_image_size(image_size, argument="image_size"),
+                            crop_to_aspect_ratio, pad_to_aspect_ratio)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _decode_resized(contents, image_size, crop_to_aspect_ratio, pad_to_aspect_ratio):
+    """Decoded and resized, float32 in [0, 255] (what the model gets)."""
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    image = resize_image(image, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
-                         pad_to_aspect_ratio=pad_to_aspect_ratio)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return resize_image(image, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                        pad_to_aspect_ratio=pad_to_aspect_ratio)
 
 
 # --- folders ------------------------------------------------------------------------
@@ -217,10 +222,14 @@ def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cac
                                                  budget // _decoded_bytes(image_size)))
 
     def load(path, label):
-        image = decode_image(tf.io.read_file(path), image_size,
-                             crop_to_aspect_ratio=crop_to_aspect_ratio,
-                             pad_to_aspect_ratio=pad_to_aspect_ratio)
-        return image, label
+        contents = tf.io.read_file(path)
+        if not cache:
+            # Decoded for this epoch only: float32 straight from the resize (uint8, a
+            # quarter of the bytes, is for what a cache holds).
+            return _decode_resized(contents, image_size, crop_to_aspect_ratio,
+                                   pad_to_aspect_ratio), label
+        return decode_image(contents, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                            pad_to_aspect_ratio=pad_to_aspect_ratio), label
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
     if streaming:

@@ -16,11 +16,22 @@ import time
 import keras
 import tensorflow as tf
 
+from tftransfer.data.sharding import with_auto_shard
+
 
 def is_multi_worker(strategy):
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or (
         type(strategy).__name__ == "CollectiveAllReduceStrategy"
         and strategy.extended._num_workers > 1)
+
+
+def _sharded(dataset, strategy):
+    """The auto-shard policy the source needs (FILE for files read by a reader,
+    DATA otherwise), unless the data or the user chose one already."""
+    if (dataset.options().experimental_distribute.auto_shard_policy
+            != tf.data.experimental.AutoShardPolicy.AUTO):
+        return dataset  # e.g. from_tfrecords sets FILE
+    return with_auto_shard(dataset, num_workers=strategy.extended._num_workers)
 
 
 class _History:
@@ -36,15 +47,19 @@ def multi_worker_fit(model, train, *, validation=None, epochs, initial_epoch=0, 
     if isinstance(loss_object, str):
         loss_object = keras.losses.get(loss_object)
     per_example = type(loss_object).from_config({**loss_object.get_config(), "reduction": None})
-    distributed_train = strategy.experimental_distribute_dataset(train)
-    distributed_validation = (strategy.experimental_distribute_dataset(validation)
-                              if validation is not None else None)
+    distributed_train = strategy.experimental_distribute_dataset(_sharded(train, strategy))
+    distributed_validation = (
+        strategy.experimental_distribute_dataset(_sharded(validation, strategy))
+        if validation is not None else None)
 
     def replica_loss(inputs, labels, training):
         predictions = model(inputs, training=training)
         values = per_example(labels, predictions)
-        global_batch = tf.shape(values)[0] * strategy.num_replicas_in_sync
-        loss = tf.reduce_sum(values) / tf.cast(global_batch, values.dtype)
+        # Examples of this step on all replicas: uneven shares leave a replica
+        # fewer or none (0 / 0 was NaN).
+        global_batch = tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.cast(tf.shape(values)[0], values.dtype))
+        loss = tf.math.divide_no_nan(tf.reduce_sum(values), global_batch)
         if model.losses:
             loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         return loss
