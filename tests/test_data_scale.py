@@ -140,3 +140,15 @@ def test_listing_is_one_sorted_walk_that_skips_hidden_entries(tmp_path):
     # The order os.walk gave before (a folder's files, then its sub-folders): the same seed
     # keeps giving the same splits.
     assert found == ["c/z.png", "c/a/b.png", "c/m/n/o.png"]
+
+
+def test_a_folder_read_through_tf_io_gfile(tmp_path, monkeypatch):
+    # A path with a scheme is listed, checked and read through tf.io.gfile (gs://, s3://
+    # ...); file:// is that code on local files. Before, os.walk found nothing there.
+    root = _folder(tmp_path / "photos", per_class=5, bad=1)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        data = from_directory("file://" + str(root), 12, validation_split=0.0, batch_size=4)
+    assert data.class_names == ["a", "b"] and data.counts["train"] == {"a": 5, "b": 5}
+    assert [p.split("/")[-1] for p, _ in data.skipped] == ["bad_0.png"]
+    assert sorted(_values(data.train)) == sorted(
+        100 * label + 4 * index + 2 for label in (0, 1) for index in range(5))

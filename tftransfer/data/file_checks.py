@@ -45,10 +45,16 @@ def check_dir():
 def check_file(path):
     """`None` if the file decodes as an image with pixels, else why not (str)."""
     try:
-        with open(path, "rb") as handle:
-            contents = handle.read()
+        if "://" in path:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                contents = handle.read()
+        else:
+            with open(path, "rb") as handle:
+                contents = handle.read()
     except OSError as error:
         return f"unreadable ({error.strerror or error})"
+    except tf.errors.OpError as error:
+        return f"unreadable ({error.message})"
     if not contents:
         return "empty file"
     try:
@@ -97,8 +103,11 @@ def warn_skipped(skipped, stacklevel=3):
 
 def _stamp(path):
     try:
+        if "://" in path:
+            info = tf.io.gfile.stat(path)
+            return [int(info.length), int(info.mtime_nsec)]
         info = os.stat(path)
-    except OSError:
+    except (OSError, tf.errors.OpError):
         return None
     return [int(info.st_size), int(info.st_mtime_ns)]
 
@@ -113,7 +122,9 @@ class RememberedChecks:
     """
 
     def __init__(self, root, stamps=None):
-        key = hashlib.sha1(os.path.abspath(os.fspath(root)).encode("utf8")).hexdigest()[:20]
+        root = os.fspath(root)
+        root = root if "://" in root else os.path.abspath(root)
+        key = hashlib.sha1(root.encode("utf8")).hexdigest()[:20]
         self.path = os.path.join(check_dir(), f"{key}.json")
         self.stamps = dict(stamps or {})
         self.lock = threading.Lock()

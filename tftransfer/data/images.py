@@ -127,7 +127,19 @@ def _visible(name):
     return not name.startswith(".") and not name.startswith("__")
 
 
+def _remote(path):
+    """A path with a scheme (`gs://`, `s3://`, `file://`...): read through `tf.io.gfile`."""
+    return "://" in path
+
+
+def _isdir(path):
+    return tf.io.gfile.isdir(path) if _remote(path) else os.path.isdir(path)
+
+
 def _subfolders(path, follow_links):
+    if _remote(path):
+        return [name.rstrip("/") for name in sorted(tf.io.gfile.listdir(path))
+                if _visible(name) and tf.io.gfile.isdir(os.path.join(path, name.rstrip("/")))]
     entries = []
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
@@ -137,7 +149,14 @@ def _subfolders(path, follow_links):
 
 
 def _files_under(folder, follow_links):
-    """Every visible file under `folder`, sorted, in one `os.scandir` walk."""
+    """Every visible file under `folder`, sorted, in one `os.scandir` walk
+    (`tf.io.gfile.walk` for a path with a scheme)."""
+    if _remote(folder):
+        found = []
+        for root, dirs, names in tf.io.gfile.walk(folder):
+            dirs[:] = sorted(d for d in dirs if _visible(d.rstrip("/")))
+            found.extend(os.path.join(root, name) for name in sorted(names) if _visible(name))
+        return found
     found, stack = [], [folder]
     while stack:
         current = stack.pop()
@@ -206,10 +225,11 @@ def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cac
     """
     if len(paths) == 0:
         return None
-    key = fingerprint(sorted(zip(paths, np.asarray(labels).tolist())), image_size,
-                      crop_to_aspect_ratio, pad_to_aspect_ratio)
-    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels)))
     in_memory = cache == "memory" or cache is True
+    # The disk cache's name (hashing every path takes seconds for a million files).
+    key = fingerprint(sorted(zip(paths, np.asarray(labels).tolist())), image_size,
+                      crop_to_aspect_ratio, pad_to_aspect_ratio) if cache and not in_memory else ""
+    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels)))
     shuffle_buffer = None
     if training and not in_memory:
         # All the paths, reshuffled each epoch, cost a few bytes each. A disk cache
@@ -261,7 +281,8 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
     are reported and left out.
 
     Args:
-        path: str. The root folder.
+        path: str. The root folder: local, or any filesystem `tf.io.gfile`
+            reads (`gs://bucket/photos`, ...).
         image_size: int or `(height, width)`. Images are resized to it.
         batch_size: int. Defaults to `32`.
         validation_split: float. Share of each class held out for
@@ -310,7 +331,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path: expected a folder path; received {type(path).__name__}.")
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not _isdir(path):
         raise ValueError(f"path: {path!r} does not exist or is not a folder. Pass a folder "
                          "that holds one sub-folder of images per class.")
     size, batch_size, augmentation = _check_common(image_size, batch_size, augmentation)
@@ -331,7 +352,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
     for split, folder in layout.items():
         for label_name in candidates:
             class_folder = os.path.join(folder, label_name)
-            if os.path.isdir(class_folder):
+            if _isdir(class_folder):
                 for file_path in _files_under(class_folder, follow_links):
                     files[file_path] = (split, label_name)
     all_paths = list(files)
