@@ -19,6 +19,7 @@ from tftransfer.backbones.registry import (
     get_backbone_spec,
     parse_backbone_name,
 )
+from tftransfer.backbones.tf_hub import HubBackbone
 
 
 @dataclasses.dataclass
@@ -138,9 +139,7 @@ def create_backbone(backbone, *, image_size=None, weights="imagenet"):
     if isinstance(backbone, str):
         source, rest = parse_backbone_name(backbone)
         if source == "tfhub":
-            from tftransfer.backbones import tf_hub
-
-            return tf_hub.resolve_hub_backbone(rest, image_size=image_size)
+            return _create_hub(rest, image_size=image_size)
         if source == "kerashub":
             raise ValueError(
                 f"backbone: {backbone!r} is a KerasHub text backbone; build it with "
@@ -180,6 +179,18 @@ def create_backbone(backbone, *, image_size=None, weights="imagenet"):
     raise TypeError(
         "backbone: expected a registry name (str), a keras.Model or a Keras layer; "
         f"received {type(backbone).__name__}."
+    )
+
+
+def _create_hub(handle, *, image_size):
+    # The factory imports the backbone kinds, never the other way round.
+    return ResolvedBackbone(
+        layer=HubBackbone(handle),
+        preprocessing="unit",
+        image_size=normalize_image_size(image_size, default=224),
+        spec=None,
+        name="hub_" + os.path.basename(handle.rstrip("/")).replace("-", "_"),
+        weights_source=handle,
     )
 
 

@@ -401,19 +401,3 @@ class _SharedVariable(keras.Variable):
 
     def _initialize(self, value):
         self._value = self._shared
-
-
-def resolve_hub_backbone(handle, *, image_size=None, **layer_kwargs):
-    """The `build_classifier("tfhub:<handle>")` path: a `ResolvedBackbone`."""
-    from tftransfer.backbones.factory import ResolvedBackbone, normalize_image_size
-
-    size = normalize_image_size(image_size, default=224)
-    layer = HubBackbone(handle, **layer_kwargs)
-    return ResolvedBackbone(
-        layer=layer,
-        preprocessing="unit",
-        image_size=size,
-        spec=None,
-        name="hub_" + os.path.basename(handle.rstrip("/")).replace("-", "_"),
-        weights_source=handle,
-    )

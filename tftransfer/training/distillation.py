@@ -23,6 +23,7 @@ from keras import ops
 
 from tftransfer.data.bundle import DatasetBundle
 from tftransfer.training import feature_cache
+from tftransfer.training.trainer import HEAD_LEARNING_RATE, Trainer
 
 
 def _check(teacher, student, temperature, alpha):
@@ -145,7 +146,14 @@ def pack_with_teacher(teacher, dataset, *, cache="auto"):
 
 
 def distill(teacher, student, data, *, temperature=4.0, alpha=0.9, validation_data=None,
-            cache_teacher="auto", **fit_kwargs):
+            cache_teacher="auto", head_epochs="auto", fine_tune_epochs="auto",
+            unfreeze_blocks="all", unfreeze_layers=None, unfreeze_fraction=None,
+            head_learning_rate=HEAD_LEARNING_RATE, fine_tune_learning_rate="auto",
+            optimizer="adam", schedule="cosine", warmup_fraction=0.05, mixed_precision="auto",
+            jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
+            early_stopping_patience="auto", tensorboard=False, strategy=None,
+            discriminative_lr=None, anchor_to_pretrained=None, seed=1337, verbose="auto",
+            revert_diverged=True):
     """Trains `student` on `teacher`'s soft targets and the labels.
 
     loss = `alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) *
@@ -154,6 +162,9 @@ def distill(teacher, student, data, *, temperature=4.0, alpha=0.9, validation_da
     `head_epochs=0, unfreeze_fraction=1.0`), with the same callbacks,
     checkpoints, mixed precision and `TrainingResult`, and stays a plain
     Keras model for `export()`. The logged `accuracy` is against the labels.
+    It takes `fit()`'s arguments but `loss`, `metrics`, `class_weight` and
+    `label_smoothing` (the distillation loss replaces them) and `batch_size`
+    (the data comes batched).
 
     Args:
         teacher: `keras.Model`. A trained classifier (softmax output), for
@@ -166,11 +177,18 @@ def distill(teacher, student, data, *, temperature=4.0, alpha=0.9, validation_da
         temperature: float > 0. Defaults to `4.0`.
         alpha: float in [0, 1]. Weight of the soft targets; `0` is plain
             training on the labels. Defaults to `0.9`.
-        validation_data: dataset, when `data` is not a bundle.
+        validation_data: dataset, when `data` is not a bundle. Defaults to None.
         cache_teacher: `"auto"` (cache the teacher's outputs when the data's
             order is fixed) or False. Defaults to `"auto"`.
-        **fit_kwargs: `fit()` arguments (`head_epochs`, `fine_tune_epochs`,
-            `unfreeze_blocks`, learning rates, `checkpoint_dir`, ...).
+        head_epochs, fine_tune_epochs: int or `"auto"`. As in `fit()`.
+        unfreeze_blocks, unfreeze_layers, unfreeze_fraction: As in `fit()`.
+        head_learning_rate, fine_tune_learning_rate, optimizer, schedule: As in
+            `fit()`.
+        warmup_fraction, discriminative_lr, anchor_to_pretrained: As in `fit()`.
+        mixed_precision, jit_compile, cache_features, strategy: As in `fit()`.
+        checkpoint_dir, callbacks, early_stopping_patience, tensorboard: As in
+            `fit()`.
+        seed, verbose, revert_diverged: As in `fit()`.
 
     Returns:
         A `TrainingResult` (its `model` is the student).
@@ -187,12 +205,7 @@ def distill(teacher, student, data, *, temperature=4.0, alpha=0.9, validation_da
     >>> result.history["phase"]
     ['head', 'fine_tune']
     """
-    from tftransfer.training.trainer import Trainer
-
     _check(teacher, student, temperature, alpha)
-    for name in ("loss", "metrics", "class_weight"):
-        if name in fit_kwargs:
-            raise ValueError(f"{name}: distill() sets it; pass temperature and alpha instead.")
     if isinstance(data, DatasetBundle):
         train, validation = data.train, data.validation
     elif isinstance(data, tf.data.Dataset):
@@ -219,7 +232,19 @@ def distill(teacher, student, data, *, temperature=4.0, alpha=0.9, validation_da
     trainer = Trainer(student, packed_train, validation_data=packed_validation,
                       loss=PackedDistillationLoss(temperature, alpha),
                       metrics=[PackedAccuracy()], class_weight=None, packed_labels=True,
-                      **fit_kwargs)
+                      head_epochs=head_epochs, fine_tune_epochs=fine_tune_epochs,
+                      unfreeze_blocks=unfreeze_blocks, unfreeze_layers=unfreeze_layers,
+                      unfreeze_fraction=unfreeze_fraction,
+                      head_learning_rate=head_learning_rate,
+                      fine_tune_learning_rate=fine_tune_learning_rate, optimizer=optimizer,
+                      schedule=schedule, warmup_fraction=warmup_fraction,
+                      mixed_precision=mixed_precision, jit_compile=jit_compile,
+                      cache_features=cache_features, checkpoint_dir=checkpoint_dir,
+                      callbacks=callbacks, early_stopping_patience=early_stopping_patience,
+                      tensorboard=tensorboard, strategy=strategy,
+                      discriminative_lr=discriminative_lr,
+                      anchor_to_pretrained=anchor_to_pretrained, seed=seed, verbose=verbose,
+                      revert_diverged=revert_diverged)
     result = trainer.run()
     result.teacher_outputs_cached = cached
     return result

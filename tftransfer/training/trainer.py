@@ -690,7 +690,15 @@ class _null_scope:
         return False
 
 
-def fit(model, data, **kwargs):
+def fit(model, data, *, validation_data=None, head_epochs="auto", fine_tune_epochs="auto",
+        unfreeze_blocks="all", unfreeze_layers=None, unfreeze_fraction=None,
+        head_learning_rate=HEAD_LEARNING_RATE, fine_tune_learning_rate="auto", optimizer="adam",
+        schedule="cosine", warmup_fraction=0.05, label_smoothing=0.0, class_weight="auto",
+        loss=None, metrics=None, mixed_precision="auto", jit_compile="auto",
+        cache_features="auto", checkpoint_dir=None, callbacks=None,
+        early_stopping_patience="auto", tensorboard=False, strategy=None, batch_size=32,
+        discriminative_lr=None, anchor_to_pretrained=None, seed=1337, verbose="auto",
+        revert_diverged=True):
     """Trains a classifier for transfer: the head first, then fine-tuning.
 
     Phase 1 freezes the backbone and trains the head at `head_learning_rate`
@@ -710,6 +718,7 @@ def fit(model, data, **kwargs):
         data: `DatasetBundle`, `tf.data.Dataset` of `(inputs, labels)`
             batches, or an `(x, y)` pair of arrays.
         validation_data: dataset or `(x, y)`, when `data` is not a bundle.
+            Defaults to None.
         head_epochs: int or `"auto"`. `"auto"` gives the head at least 300
             optimizer steps and 2 epochs (at most 100), so that it converges
             on the frozen features whatever the data's size
@@ -721,7 +730,9 @@ def fit(model, data, **kwargs):
             fine-tune: `"all"` of it (BatchNorm stays frozen), or its top
             named blocks. Defaults to `"all"`.
         unfreeze_layers: int or None. Top layers to fine-tune instead.
+            Defaults to None.
         unfreeze_fraction: float or None. Fraction of layers instead.
+            Defaults to None.
         head_learning_rate: float. Defaults to `3e-3`.
         fine_tune_learning_rate: float or `"auto"`: 1e-3 on image backbones
             (chosen in `bench/recipes.py`), 5e-5 on transformer text encoders
@@ -741,16 +752,20 @@ def fit(model, data, **kwargs):
             CPUs), `"float32"`, `"mixed_float16"` or `"mixed_bfloat16"`. The
             output stays float32; loss scaling is Keras'. Defaults to
             `"auto"`.
-        jit_compile: `"auto"` (XLA on GPUs), True or False.
+        jit_compile: `"auto"` (XLA on GPUs), True or False. Defaults to
+            `"auto"`.
         cache_features: `"auto"`, True, False, `"memory"` or `"disk"`.
             Defaults to `"auto"`.
-        checkpoint_dir: str or None. Enables resumable training.
+        checkpoint_dir: str or None. Enables resumable training. Defaults to
+            None.
         callbacks: list of extra Keras callbacks, run after tftransfer's.
+            Defaults to None.
         early_stopping_patience: `"auto"`, int or None (off). `"auto"`: off
             without validation data (the budget sets the length), else a
             quarter of the phase's epochs (at least 3). Defaults to `"auto"`.
         tensorboard: bool or a log folder. Defaults to `False`.
         strategy: a `tf.distribute.Strategy` or None (the active one, if any).
+            Defaults to None.
         batch_size: int. For `(x, y)` array data. Defaults to `32`.
         discriminative_lr: float or None. Fine-tune with learning rates that
             shrink with depth: the top unfrozen block at
@@ -764,8 +779,10 @@ def fit(model, data, **kwargs):
             `loss`; `l2_sp_penalty` and `head_l2_penalty` are logged too).
             Keeps small-data fine-tuning close to what was pretrained.
             Defaults to None (off).
-        seed: int. Shuffle seed for array data and cached features.
-        verbose: `"auto"`, 0, 1 or 2.
+        seed: int. Shuffle seed for array data and cached features. Defaults
+            to `1337`.
+        verbose: `"auto"` (1 on a terminal, else 2), 0, 1 or 2. Defaults to
+            `"auto"`.
         revert_diverged: bool. When fine-tuning ends with a higher training
             loss than the head phase ended with and than half a uniform
             guess's (`log(K) / 2` for K classes), it diverged (a rate too high
@@ -787,7 +804,22 @@ def fit(model, data, **kwargs):
     >>> result.history["phase"], result.history["epoch"]
     (['head', 'head', 'fine_tune'], [0, 1, 2])
     """
-    result = Trainer(model, data, **kwargs).run()
+    # Spelled out (not **kwargs) so that inspect, IDEs and shift-tab list them;
+    # tests/test_signatures.py checks that they match Trainer's.
+    result = Trainer(
+        model, data, validation_data=validation_data, head_epochs=head_epochs,
+        fine_tune_epochs=fine_tune_epochs, unfreeze_blocks=unfreeze_blocks,
+        unfreeze_layers=unfreeze_layers, unfreeze_fraction=unfreeze_fraction,
+        head_learning_rate=head_learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
+        optimizer=optimizer, schedule=schedule, warmup_fraction=warmup_fraction,
+        label_smoothing=label_smoothing, class_weight=class_weight, loss=loss, metrics=metrics,
+        mixed_precision=mixed_precision, jit_compile=jit_compile, cache_features=cache_features,
+        checkpoint_dir=checkpoint_dir, callbacks=callbacks,
+        early_stopping_patience=early_stopping_patience, tensorboard=tensorboard,
+        strategy=strategy, batch_size=batch_size, discriminative_lr=discriminative_lr,
+        anchor_to_pretrained=anchor_to_pretrained, seed=seed, verbose=verbose,
+        revert_diverged=revert_diverged,
+    ).run()
     check = getattr(data, "file_check", None)
     if check is not None and check.done:
         check.report()  # what the background file check found, once
