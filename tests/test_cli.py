@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -73,6 +75,12 @@ def test_train_evaluate_export_predict_on_a_folder(folder, tmp_path, capsys):
             "ankle_boot", "bag", "sandal"} for row in rows)
         assert all(row["scores"][0] >= row["scores"][1] for row in rows)
 
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    for model in (str(run / "model.keras"), str(tmp_path / "saved")):
+        assert cli.main(["predict", model, images[0], str(notes)]) == 2
+        _one_error_line(capsys, "1 file(s) do not decode as images", repr(str(notes)))
+
 
 def test_mistakes_are_one_line_and_exit_code_2(folder, tmp_path, capsys):
     missing = str(tmp_path / "missing")
@@ -94,6 +102,43 @@ def test_mistakes_are_one_line_and_exit_code_2(folder, tmp_path, capsys):
     _one_error_line(capsys, "required: data")
     assert cli.main(["train", str(folder), "--head-epochs", "two"]) == 2
     _one_error_line(capsys, "invalid int or 'auto' value: 'two'")
+
+
+def _without_tf_logging_settings():
+    return {key: value for key, value in os.environ.items()
+            if key not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")}
+
+
+def test_the_command_starts_quietly():
+    first = tftransfer.list_backbones()[0]
+    script = os.path.join(os.path.dirname(sys.executable), "tftransfer")
+    commands = [[sys.executable, "-m", "tftransfer", "backbones", "list"]]
+    if os.path.isfile(script):  # the console script, as installed by pip install -e .
+        commands.append([script, "backbones", "list"])
+    for command in commands:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                             env=_without_tf_logging_settings())
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == "", run.stderr  # no absl, oneDNN, CUDA stub or CPU guard lines
+        assert run.stdout.splitlines()[0] == first
+    # --verbose is accepted before or after the subcommand, and keeps TensorFlow's lines.
+    for flags in (["--verbose", "backbones", "list"], ["backbones", "list", "--verbose"]):
+        run = subprocess.run([sys.executable, "-m", "tftransfer", *flags], capture_output=True,
+                             text=True, timeout=300, env=_without_tf_logging_settings())
+        assert run.returncode == 0 and run.stdout.splitlines()[0] == first, run.stderr
+
+
+def test_quiet_start_applies_to_the_command_only():
+    from tftransfer import _startup
+
+    assert _startup.invoked_as_command(["/venv/bin/tftransfer", "train"], [])
+    assert _startup.invoked_as_command(["-m"], ["python", "-u", "-m", "tftransfer", "train"])
+    assert not _startup.invoked_as_command(["-m"], ["python", "-m", "pytest"])
+    assert not _startup.invoked_as_command(["script.py"], ["python", "script.py"])
+    assert _startup.wants_quiet(["tftransfer", "backbones", "list"], {})
+    assert _startup.wants_quiet(["tftransfer", "train"], {"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert not _startup.wants_quiet(["tftransfer", "train", "--verbose"], {})
+    assert not _startup.wants_quiet(["tftransfer", "train"], {"TF_CPP_MIN_LOG_LEVEL": "0"})
 
 
 def test_config_files_are_parsed_safely(folder, tmp_path, capsys):
@@ -141,3 +186,23 @@ def test_distill_a_student_from_a_teacher_file(folder, tmp_path, capsys):
     _one_error_line(capsys, "temperature")
     assert cli.main(["distill", str(tmp_path / "none.keras"), str(folder)]) == 2
     _one_error_line(capsys, "teacher")
+
+
+def test_predict_names_bad_files_on_an_export_without_valid(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    def predict_images(image_bytes):  # an export made before `valid`: one bad image fails all
+        if any(not bytes(b).startswith(b"\x89PNG") for b in image_bytes.numpy()):
+            raise tf.errors.InvalidArgumentError(None, None, "Graph execution error:")
+        return {"probabilities": tf.fill([len(image_bytes), 2], 0.5)}
+
+    class OldExport:
+        signatures = {"predict_images": predict_images}
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    good.write_bytes(tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy())
+    bad.write_bytes(b"GIF89a broken")
+    with pytest.raises(cli.UsageError, match=r"1 file\(s\) do not decode.*bad\.png'$"):
+        cli.predict_files(OldExport(), ["a", "b"], [str(good), str(bad)])
+    assert cli.predict_files(OldExport(), ["a", "b"], [str(good)], top_k=1)[0]["scores"] == [0.5]

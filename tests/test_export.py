@@ -184,13 +184,65 @@ def test_int8_tflite_within_two_points_of_keras(exported):
     assert int8["size_bytes"] < result.tflite["float32"]["size_bytes"]
 
 
-def test_garbage_bytes_give_invalid_argument_not_a_crash(exported):
+def test_predict_images_answers_each_image_and_flags_the_bad_ones(trained, exported):
+    _, _, (x_test, _) = trained
     result, _ = exported
     loaded = tf.saved_model.load(result.path)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        loaded.signatures["predict_images"](image_bytes=tf.constant([b"not an image"]))
+    signature = loaded.signatures["predict_images"]
+    good = [_encoded(x_test[0], "PNG"), _encoded(x_test[1], "JPEG")]
+    out = signature(image_bytes=tf.constant([good[0], b"not an image", good[1]]))
+    np.testing.assert_array_equal(out["valid"].numpy(), [True, False, True])
+    probabilities = out["probabilities"].numpy()
+    alone = signature(image_bytes=tf.constant(good))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities[[0, 2]], alone, atol=1e-6)
+    np.testing.assert_array_equal(probabilities[1], 0.0)
+    assert list(out["top_k_classes"].numpy()[1]) == [b"", b""]
+    # Right headers, broken bodies: cut short, and an empty string.
+    out = signature(image_bytes=tf.constant([good[0][:40], good[0], b""]))
+    np.testing.assert_array_equal(out["valid"].numpy(), [False, True, False])
+    np.testing.assert_allclose(out["probabilities"].numpy()[1], alone[0], atol=1e-6)
     out = loaded.signatures["serving_default"](images=tf.zeros([1, 50, 40, 3]))  # resized
     assert out["probabilities"].shape == (1, 3)
+    manifest = json.loads(open(os.path.join(result.path, "export_manifest.json")).read())
+    assert manifest["signatures"]["predict_images"]["outputs"]["valid"] == ["bool", [None]]
+    assert "valid=false" in manifest["signature_outputs"]["valid"]
+
+
+def test_a_rest_request_with_a_bad_image_is_answered_per_instance(trained, exported, tmp_path):
+    _, _, (x_test, _) = trained
+    result, _ = exported
+    paths = [tmp_path / "0.png", tmp_path / "notes.txt", tmp_path / "2.png"]
+    paths[0].write_bytes(_encoded(x_test[0], "PNG"))
+    paths[1].write_text("not an image")
+    paths[2].write_bytes(_encoded(x_test[2], "PNG"))
+    body = json.loads(json.dumps(tftransfer.rest_request_body(paths)))
+    signature = tf.saved_model.load(result.path).signatures[body["signature_name"]]
+    blobs = [base64.b64decode(instance["image_bytes"]["b64"]) for instance in body["instances"]]
+    out = signature(image_bytes=tf.constant(blobs))
+    # TF Serving's row format answers one prediction per instance, the flag among them.
+    assert out["valid"].numpy().tolist() == [True, False, True]
+    sums = out["probabilities"].numpy().sum(axis=-1)
+    np.testing.assert_allclose(sums, [1.0, 0.0, 1.0], atol=1e-5)
+
+
+def test_tflite_runs_on_litert_and_falls_back_to_tf_lite_quietly(exported, monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    import importlib
+    import warnings
+
+    tflite = importlib.import_module("tftransfer.export.tflite")
+    result, _ = exported
+    with open(result.tflite["float32"]["path"], "rb") as handle:
+        content = handle.read()
+    assert type(tflite._interpreter(content)).__module__.startswith("ai_edge_litert")
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    on_litert = tftransfer.tflite_predict(content, images)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # not installed
+    assert type(tflite._interpreter(content)).__module__.startswith("tensorflow")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tf.lite.Interpreter's deprecation warning is hidden
+        on_tf_lite = tftransfer.tflite_predict(content, images)
+    np.testing.assert_allclose(on_litert, on_tf_lite, atol=1e-6)
 
 
 def test_bad_export_arguments(trained, exported, tmp_path):

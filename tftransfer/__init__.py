@@ -10,6 +10,12 @@ Example:
 TensorShape([1, 3])
 """
 
+# The `tftransfer` command hides TensorFlow's start-up lines; it must act before the
+# first `import tensorflow` below (tftransfer/_startup.py says how and why).
+from tftransfer._startup import quiet_start as _quiet_start
+
+_quiet_start()
+
 from tftransfer import backbones, checkpoints, data, datasets, evaluation, heads, layers, training
 
 # `tftransfer.export` is the export function; the export package's helpers are

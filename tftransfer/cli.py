@@ -390,18 +390,45 @@ def predict_files(model, names, paths, top_k=3):
             raise UsageError(f"images: no file at {path!r}")
         with open(path, "rb") as handle:
             contents.append(handle.read())
-    try:
-        if hasattr(model, "signatures") and "predict_images" in model.signatures:
-            outputs = model.signatures["predict_images"](image_bytes=tf.constant(contents))
-            probabilities = outputs["probabilities"].numpy()
-        else:
-            size = tuple(int(v) for v in model.input_shape[1:3])
-            images = tf.stack([tf.cast(decode_image(c, size), tf.float32) for c in contents])
-            probabilities = np.asarray(model.predict_on_batch(images))
-    except (tf.errors.InvalidArgumentError, ValueError) as error:
-        raise UsageError(f"images: a file does not decode as an image "
-                         f"({str(error).splitlines()[0][:120]})") from None
+    if hasattr(model, "signatures") and "predict_images" in model.signatures:
+        signature = model.signatures["predict_images"]
+        try:
+            outputs = signature(image_bytes=tf.constant(contents))
+        except tf.errors.InvalidArgumentError:
+            # An export made before `valid` existed: one bad image fails the whole batch.
+            _refuse_undecodable([path for path, content in zip(paths, contents)
+                                 if not _signature_answers(signature, content)] or paths)
+        probabilities = outputs["probabilities"].numpy()
+        valid = outputs["valid"].numpy() if "valid" in outputs else [True] * len(paths)
+        _refuse_undecodable(path for path, ok in zip(paths, valid) if not ok)
+    else:
+        size = tuple(int(v) for v in model.input_shape[1:3])
+        images, failed = [], []
+        for path, content in zip(paths, contents):
+            try:
+                images.append(tf.cast(decode_image(content, size), tf.float32))
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, ValueError):
+                failed.append(path)
+        _refuse_undecodable(failed)
+        probabilities = np.asarray(model.predict_on_batch(tf.stack(images)))
     return _ranked("file", paths, probabilities, names, top_k)
+
+
+def _signature_answers(signature, content):
+    import tensorflow as tf
+
+    try:
+        signature(image_bytes=tf.constant([content]))
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def _refuse_undecodable(paths):
+    paths = list(paths)
+    if paths:
+        raise UsageError(f"images: {len(paths)} file(s) do not decode as images (PNG, JPEG, "
+                         f"GIF or BMP): {', '.join(repr(path) for path in paths)}")
 
 
 def _ranked(key, inputs, probabilities, names, top_k):
@@ -603,17 +630,23 @@ def _data_options(parser, *, backbone_flag="--backbone"):
 
 def build_parser():
     """The argparse parser of the `tftransfer` command."""
-    parser = _Parser(prog="tftransfer",
+    # --verbose is read before TensorFlow loads (tftransfer/_startup.py); here it is only
+    # accepted, before or after the subcommand.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="show TensorFlow's start-up and log lines")
+    parser = _Parser(prog="tftransfer", parents=[verbose],
                      description="Transfer learning on Keras 3 and TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    backbones = commands.add_parser("backbones", help="list backbones or describe one")
+    backbones = commands.add_parser("backbones", parents=[verbose],
+                                    help="list backbones or describe one")
     backbones.add_argument("action", choices=("list", "info"))
     backbones.add_argument("name", nargs="?", help="a backbone name, for `info`")
     backbones.set_defaults(handler=_cmd_backbones)
 
     train = commands.add_parser(
-        "train", help="train a classifier: head phase, then fine-tuning",
+        "train", parents=[verbose], help="train a classifier: head phase, then fine-tuning",
         description="Train a classifier on a folder of class folders, a CSV of image paths or "
                     "tfds:<name>; save OUTPUT/model.keras, evaluate on the test split (else "
                     "validation) and write a report; with --export, a SavedModel for TF "
@@ -634,7 +667,7 @@ def build_parser():
     train.set_defaults(handler=_cmd_train)
 
     tune = commands.add_parser(
-        "tune", help="search freeze depth and learning rates (keras-tuner)",
+        "tune", parents=[verbose], help="search freeze depth and learning rates (keras-tuner)",
         description="Search unfreeze depth, learning rates and dropout over a folder of class "
                     "folders. Across machines: start one chief (--role chief --oracle "
                     "HOST:PORT) and any number of workers (--role worker --oracle HOST:PORT "
@@ -660,7 +693,8 @@ def build_parser():
     tune.set_defaults(handler=_cmd_tune)
 
     distill = commands.add_parser(
-        "distill", help="train a small student on a trained teacher's soft targets",
+        "distill", parents=[verbose],
+        help="train a small student on a trained teacher's soft targets",
         description="Knowledge distillation: train a student classifier (any backbone) on a "
                     "teacher .keras model's soft targets and the labels; save "
                     "OUTPUT/student.keras.")
@@ -675,7 +709,8 @@ def build_parser():
     distill.set_defaults(handler=_cmd_distill)
 
     evaluate = commands.add_parser(
-        "evaluate", help="accuracy, top-k, per-class figures, calibration of a model",
+        "evaluate", parents=[verbose],
+        help="accuracy, top-k, per-class figures, calibration of a model",
         description="Evaluate a .keras file or an export folder on a folder of class folders "
                     "(its test/ split when it has one, else all of it).")
     evaluate.add_argument("model", help="a .keras file or an export folder")
@@ -689,7 +724,7 @@ def build_parser():
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     export = commands.add_parser(
-        "export", help="export a .keras model for TF Serving (and TFLite)",
+        "export", parents=[verbose], help="export a .keras model for TF Serving (and TFLite)",
         description="Export a .keras classifier to OUTPUT/<version>/ (a SavedModel with "
                     "serving_default and predict_images signatures), check it in a fresh "
                     "process, and print the TF Serving command.")
@@ -702,7 +737,8 @@ def build_parser():
     export.set_defaults(handler=_cmd_export)
 
     predict = commands.add_parser(
-        "predict", help="classify image files (or texts) with a .keras file or an export",
+        "predict", parents=[verbose],
+        help="classify image files (or texts) with a .keras file or an export",
         description="Print the top classes of each image file, or of each --text for a text "
                     "model.")
     predict.add_argument("model", help="a .keras file or an export folder")
@@ -714,7 +750,7 @@ def build_parser():
     predict.set_defaults(handler=_cmd_predict)
 
     demo = commands.add_parser(
-        "demo", help="run the offline demo",
+        "demo", parents=[verbose], help="run the offline demo",
         description="Transfer the embedded backbone to the embedded target set (Fashion-MNIST "
                     "classes 5-9), next to the same network trained from scratch; evaluate, "
                     "plot, export and check the export.")

@@ -3,10 +3,11 @@
 The data pipeline's decoder and an exported model's `predict_images`
 signature get random bytes, bytes that start like a PNG / JPEG / GIF / BMP,
 valid images of random sizes and channel counts, and valid images with
-bytes flipped or cut off. Whatever comes in, they return a well-formed image
-or finite probabilities that sum to 1, or raise TensorFlow's
-InvalidArgumentError (which TF Serving answers as a bad request): never a
-crash, never NaN.
+bytes flipped or cut off. Whatever comes in, the decoder returns a
+well-formed image or raises TensorFlow's InvalidArgumentError, and
+`predict_images` answers every image: finite probabilities that sum to 1, or
+`valid` False and zeros for an image that does not decode. Never a crash,
+never NaN.
 """
 
 import numpy as np
@@ -122,29 +123,33 @@ def test_the_decoder_reads_every_valid_image(contents):
 
 
 def _predict(signature, contents):
+    """`(probabilities [3], valid)` of one image sent between two valid ones."""
     import tensorflow as tf
 
-    try:
-        outputs = signature(image_bytes=tf.constant([contents]))
-    except tf.errors.InvalidArgumentError:
-        return None
-    return outputs["probabilities"].numpy()
+    png = tf.io.encode_png(np.zeros((4, 4, 3), np.uint8)).numpy()
+    outputs = signature(image_bytes=tf.constant([png, contents, png]))
+    valid = outputs["valid"].numpy()
+    assert valid[0] and valid[2]  # a bad image never costs the others their answer
+    return outputs["probabilities"].numpy()[1], bool(valid[1])
 
 
 @SETTINGS
 @given(contents=anything)
-def test_predict_images_returns_probabilities_or_a_clean_error(served, contents):
-    probabilities = _predict(served, contents)
-    if probabilities is not None:
-        assert np.isfinite(probabilities).all()
-        np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-4)
+def test_predict_images_answers_probabilities_or_a_flag(served, contents):
+    probabilities, valid = _predict(served, contents)
+    assert np.isfinite(probabilities).all()
+    assert valid == (_decode(contents) is not None)  # flagged exactly when it won't decode
+    if valid:
+        np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-4)
+    else:
+        np.testing.assert_array_equal(probabilities, 0.0)
 
 
 @SETTINGS
 @given(contents=encoded_images())
 def test_predict_images_serves_every_valid_image(served, contents):
-    probabilities = _predict(served, contents)
-    assert probabilities is not None and probabilities.shape == (1, 3)
+    probabilities, valid = _predict(served, contents)
+    assert valid and probabilities.shape == (3,)
     assert np.isfinite(probabilities).all()
 
 

@@ -38,6 +38,33 @@ from tftransfer.export.serving import models_config_entry, write_warmup_requests
 TEMP_PREFIX = files.TEMPORARY_TAG
 
 
+def _one_shot_options():
+    # A pipeline built for each request: graph rewrites and autotuning cost more than
+    # they save there.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_warm_start = False
+    return options
+
+
+_ONE_SHOT = _one_shot_options()
+
+# What each signature output means: the manifest's `signature_outputs`.
+SIGNATURE_OUTPUTS = {
+    "probabilities": "float32 [batch, num_classes]: class probabilities (zeros for an "
+                     "image that does not decode).",
+    "top_k_scores": "float32 [batch, top_k]: the top_k probabilities, best first (with "
+                    "class names only).",
+    "top_k_classes": "string [batch, top_k]: their class names ('' for an image that does "
+                     "not decode).",
+    "valid": "bool [batch], predict_images only: whether each image decoded. Every image "
+             "of a batch is answered on its own: one that the decoder rejects (empty, not "
+             "PNG / JPEG / GIF / BMP, truncated or corrupt) gets valid=false and zero "
+             "probabilities, and the request does not fail.",
+}
+
+
 @dataclasses.dataclass
 class ExportResult:
     """What `tftransfer.export()` returns.
@@ -93,6 +120,42 @@ class ServingModule(tf.Module):
         image.set_shape([None, None, 3])
         return tf.image.resize(tf.cast(image, tf.float32), (self.height, self.width))
 
+    def _decode_each(self, image_bytes):
+        """`(images, valid)`: each encoded image decoded, or zeros and `valid` False.
+
+        A graph cannot try/except a decode, but a tf.data pipeline can drop the
+        elements that fail (`ignore_errors`): each image is decoded with its
+        index, the ones that fail are dropped, and the rest are scattered back
+        into place. Whatever the decoder rejects is caught this way: empty
+        strings, unknown formats, and PNG / JPEG / GIF / BMP data that is
+        truncated or corrupt past a valid header.
+        """
+        count = tf.shape(image_bytes)[0]
+        decoded = (tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+                   # Sequential: a parallel map starts threads for each request, which
+                   # costs more than decoding a request's few images.
+                   .map(lambda index, contents: (index, self._decode(contents)))
+                   .ignore_errors()
+                   .batch(tf.cast(tf.maximum(count, 1), tf.int64))
+                   .with_options(_ONE_SHOT))
+        empty = (tf.zeros([0], tf.int32), tf.zeros([0, self.height, self.width, 3], tf.float32))
+        indices, images = decoded.reduce(
+            empty, lambda state, batch: (tf.concat([state[0], batch[0]], 0),
+                                         tf.concat([state[1], batch[1]], 0)))
+        shape = tf.stack([count, self.height, self.width, 3])
+        images = tf.scatter_nd(indices[:, None], images, shape)
+        valid = tf.scatter_nd(indices[:, None], tf.ones_like(indices), count[None]) > 0
+        return images, valid
+
+    def _outputs_or_nothing(self, probabilities, valid):
+        """The outputs, with zeros (and empty class names) where `valid` is False."""
+        outputs = self._outputs(tf.where(valid[:, None], tf.cast(probabilities, tf.float32),
+                                         0.0))
+        if "top_k_classes" in outputs:
+            outputs["top_k_classes"] = tf.where(valid[:, None], outputs["top_k_classes"], "")
+        outputs["valid"] = valid
+        return outputs
+
     def signatures(self):
         if self.text:
             text_fn = tf.function(
@@ -107,10 +170,8 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def predict_images(image_bytes):
-            images = tf.map_fn(self._decode, image_bytes,
-                               fn_output_signature=tf.TensorSpec([self.height, self.width, 3],
-                                                                 tf.float32))
-            return self._outputs(self.model(images, training=False))
+            images, valid = self._decode_each(image_bytes)
+            return self._outputs_or_nothing(self.model(images, training=False), valid)
 
         self.serving_default = serving_default
         self.predict_images = predict_images
@@ -324,7 +385,10 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
       [0, 255], any size (resized inside).
     - `predict_images`: `image_bytes` string `[batch]` of encoded JPEG / PNG /
       GIF / BMP, decoded inside (TF Serving's REST API accepts
-      `{"b64": ...}` for an input whose name ends in `_bytes`).
+      `{"b64": ...}` for an input whose name ends in `_bytes`). Each image
+      is answered on its own: it also returns `valid` bool `[batch]`, False
+      (with zero probabilities) for an image that does not decode, and a
+      bad image never fails the request.
     Text models have `serving_default` with `texts` string `[batch]`. Every
     signature returns `probabilities` float32 `[batch, num_classes]` and,
     with class names, `top_k_scores` float32 and `top_k_classes` string
@@ -419,6 +483,9 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
             "class_names": class_names,
             "top_k": top_k,
             "signatures": summary,
+            "signature_outputs": {key: text for key, text in SIGNATURE_OUTPUTS.items()
+                                  if any(key in signature["outputs"]
+                                         for signature in summary.values())},
             "packages": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "metrics": metrics or {},

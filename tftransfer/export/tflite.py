@@ -64,12 +64,29 @@ def _configured(converter, variant, representative_data, calibration_images):
     return converter
 
 
+def _interpreter(model_bytes):
+    """A LiteRT interpreter (`ai-edge-litert`), or TensorFlow's own when it is missing.
+
+    `tf.lite.Interpreter` is deprecated in favour of LiteRT and warns so on
+    each use; it runs the same files, so the fallback keeps it quiet.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return tf.lite.Interpreter(model_content=model_bytes)
+    return Interpreter(model_content=model_bytes)
+
+
 def tflite_predict(model_bytes, images):
     """Runs a converted model on `[n, h, w, 3]` images, one at a time."""
     if not isinstance(model_bytes, (bytes, bytearray)):
         raise TypeError("model_bytes: expected the bytes of a .tflite file (open(path, 'rb')"
                         f".read()); received {type(model_bytes).__name__}.")
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    interpreter = _interpreter(model_bytes)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
