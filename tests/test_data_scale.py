@@ -95,6 +95,8 @@ def test_a_large_folder_starts_at_once_and_bad_files_are_found_while_training(
     result = tftransfer.fit(model, data, head_epochs=2, fine_tune_epochs=0, verbose=0)
     assert result.history["phase"] == ["head", "head"]
     assert len(_values(data.train)) + len(_values(data.validation)) == 40  # bad ones dropped
+    # Dropping makes the pipeline's length unknown: fit sizes its budget from the counts.
+    assert int(data.train.cardinality()) < 0 and result.budget["steps_per_epoch"] in (1, 2)
     go.write_text("")
     with pytest.warns(UserWarning, match="skipped 3 unreadable file"):
         skipped = data.wait_for_file_checks(timeout=600)
@@ -123,6 +125,16 @@ def test_a_second_run_decodes_nothing_and_a_changed_file_is_checked_again(
     assert [os.path.basename(p) for p in checked] == ["bad_0.png"]
     assert third.skipped == [] and sum(third.counts["train"].values()) + sum(
         third.counts["validation"].values()) == 13
+
+
+def test_checked_folders_keep_a_known_length_for_fits_budget(tmp_path):
+    # Only a pipeline with files still unchecked drops undecodable ones (which hides its
+    # length); a checked folder keeps its length, so fit's data-sized budget and cosine
+    # schedule see it. Before, every default pipeline dropped and fit fell back to epochs.
+    data = from_directory(_folder(tmp_path / "photos", per_class=20), 12, batch_size=8,
+                          validation_split=0.25)
+    assert data.file_check is None
+    assert int(data.train.cardinality()) == 4 and int(data.validation.cardinality()) == 2
 
 
 def test_validate_is_checked():

@@ -393,7 +393,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
                                        _decoded_bytes(size))
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is not True)
+                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is False or bool(unchecked))
     datasets = {
         split: _image_dataset(kept[parts[split]], labels[parts[split]], size,
                               training=split == "train",
@@ -512,7 +512,7 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
                                        _decoded_bytes(size))
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is not True)
+                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is False or bool(unchecked))
     datasets = {split: _image_dataset(paths[parts[split]], labels[parts[split]], size,
                                       training=split == "train",
                                       augmentation=augmentation if split == "train" else None,

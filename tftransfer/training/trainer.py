@@ -237,7 +237,9 @@ class Trainer:
         self.model = self._in_strategy_scope(model)
         self.unfreeze_kwargs = self._unfreeze_kwargs(unfreeze_blocks, unfreeze_layers,
                                                      unfreeze_fraction)
-        self.steps_per_epoch = self._steps(self.train)
+        # A pipeline that drops undecodable files has no known length: the bundle's
+        # counts say how many examples it holds (the few dropped ones aside).
+        self.steps_per_epoch = self._steps(self.train) or self._steps_from_counts(data)
         self.budget = budgets.default_budget(self.steps_per_epoch, head_epochs=head_epochs,
                                              fine_tune_epochs=fine_tune_epochs)
         self.head_epochs = self.budget.head_epochs
@@ -407,6 +409,12 @@ class Trainer:
                 f"unfreeze_blocks: {blocks} is more than the {len(named)} blocks of "
                 f"{backbone.name!r}; pass at most {len(named)}.")
         return {"blocks": blocks}
+
+    def _steps_from_counts(self, data):
+        if not isinstance(data, DatasetBundle) or data.task != "multiclass":
+            return None  # multi-label counts are label counts, not examples
+        examples = sum(data.counts.get("train", {}).values())
+        return -(-examples // self.batch_size) if examples and self.batch_size else None
 
     @staticmethod
     def _steps(dataset):
