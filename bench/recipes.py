@@ -356,7 +356,8 @@ def merge(stored, fresh, recipes):
     for per_class, row in fresh["results"].items():
         old = results.setdefault(per_class, {})
         for recipe in RECIPES:
-            if recipe in ran:
+            # Merging a results file: a recipe it has no row for at this size keeps its own.
+            if recipe in ran and (recipes is not None or recipe in row):
                 old.pop(recipe, None)
                 if recipe in row:
                     old[recipe] = row[recipe]
