@@ -71,6 +71,30 @@ def replacing(path):
         raise
 
 
+def move_folder_into_place(temporary, target, trash):
+    """Renames the finished folder `temporary` to `target`; an existing `target` is
+    renamed to `trash` first and removed afterwards, so a reader finds the old
+    folder or the new one, never a mix.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from tftransfer.files import move_folder_into_place
+    >>> root = tempfile.mkdtemp()
+    >>> os.makedirs(os.path.join(root, "new"))
+    >>> move_folder_into_place(os.path.join(root, "new"), os.path.join(root, "out"),
+    ...                        os.path.join(root, "old"))
+    >>> sorted(os.listdir(root))
+    ['out']
+    """
+    if os.path.exists(target):
+        os.rename(target, trash)
+        os.rename(temporary, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(temporary, target)
+
+
 def write_json(path, value, **kwargs):
     """Writes `value` as JSON to `path` atomically.
 

@@ -21,6 +21,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -240,8 +241,6 @@ class BackgroundCheck:
             self.error = error
         finally:
             self.skipped.extend(self.found)
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
 
     def _lower_priority(self):

@@ -18,7 +18,6 @@ them, cheaply) before decoding instead of a buffer of decoded images.
 """
 
 import csv
-import logging
 import os
 import warnings
 
@@ -50,7 +49,6 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "v
 # validate="auto": up to this many files not checked before are checked before the
 # bundle is returned (about a second or two); more are checked in the background.
 CHECK_NOW_MAX_FILES = 2000
-logger = logging.getLogger("tftransfer")
 
 
 # --- decoding -------------------------------------------------------------------------

@@ -289,13 +289,7 @@ def write_tfrecords(bundle, folder, *, shards=None, image_format="jpeg", quality
         # metadata.json last: a folder without it is never read.
         with open(os.path.join(temporary, METADATA), "w") as handle:
             json.dump(metadata, handle, indent=1)
-        if os.path.exists(target):
-            trash = files.temporary_path(target)
-            os.rename(target, trash)
-            os.rename(temporary, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(temporary, target)
+        files.move_folder_into_place(temporary, target, files.temporary_path(target))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

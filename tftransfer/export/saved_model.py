@@ -506,13 +506,9 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
                 representative_data=representative_data, evaluation_data=evaluation_data)
         manifest["tflite"] = tflite_results
         _write_manifest(temporary, manifest)
-        if os.path.exists(target):  # overwrite=True: swap atomically, then drop the old one
-            trash = os.path.join(model_dir, f"{TEMP_PREFIX}{os.getpid()}-old-{version}")
-            os.rename(target, trash)
-            os.rename(temporary, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(temporary, target)
+        # overwrite=True: swap atomically, then drop the old one.
+        files.move_folder_into_place(
+            temporary, target, os.path.join(model_dir, f"{TEMP_PREFIX}{os.getpid()}-old-{version}"))
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
