@@ -27,12 +27,14 @@ at least 100 steps and 2 epochs). Writes bench/results/text_study.json, .md
 and .png.
 
 Run: python bench/text_study.py [--quick] [--draws 3] [--labels 10,20,50]
-(sizes run in the order given; the results are written after each size)
+(sizes run in the order given; the results are written after each size, and an
+earlier full run's rows for sizes not run now are kept)
 Full run on 2 CPU cores: about 1.5 to 2 hours (9 draws x 5 trained methods, 2-4 minutes
 each); --quick: about 3 minutes.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -138,7 +140,7 @@ def main(argv=None):
 
     texts, labels, test, pool = load_task(test_per_class)
     test_texts, test_labels = texts[test], labels[test]
-    results, seconds = {}, {method: 0.0 for method in METHODS}
+    results, seconds = earlier_results(draws, args.quick, labels_list)
     for per_class in labels_list:
         row = {}
         for method in METHODS:
@@ -165,6 +167,25 @@ def main(argv=None):
     return 0
 
 
+def earlier_results(draws, quick, labels_list):
+    """`(results, seconds)` of an earlier full run with as many draws, for the sizes not
+    run now: a run of one size (`--labels 50`) adds its rows to the others."""
+    seconds = {method: 0.0 for method in METHODS}
+    path = os.path.join(RESULTS, "text_study.json")
+    if quick or not os.path.exists(path):
+        return {}, seconds
+    with open(path) as handle:
+        figures = json.load(handle)["figures"]
+    if figures.get("quick") or figures.get("draws") != draws:
+        return {}, seconds
+    kept = {key: row for key, row in figures["results"].items()
+            if int(key) not in labels_list}
+    if kept:
+        print(f"keeping the earlier run's rows for {', '.join(sorted(kept, key=int))} labels/class")
+        seconds.update(figures.get("seconds", {}))
+    return kept, seconds
+
+
 def report(results, labels_list, draws, test, seconds, quick):
     done = sorted(results, key=int)
     results = {key: results[key] for key in done}
@@ -185,7 +206,7 @@ def report(results, labels_list, draws, test, seconds, quick):
                "test_quotes": int(len(test)), "draws": draws, "quick": bool(quick),
                "results": results, "headline": headline,
                "labels_run": [int(key) for key in done],
-               "labels_asked": sorted(labels_list),
+               "labels_asked": sorted(set(labels_list) | {int(key) for key in done}),
                "seconds": {m: round(s, 1) for m, s in seconds.items()}}
     table = []
     for per_class, row in results.items():
