@@ -15,13 +15,18 @@ the start to the first training batch, steady images/s (batches 10 to
 `--batches`, or the whole epoch), and peak RSS growth over the process's
 baseline after imports (sampled every 50 ms). The 60,000-file folder at 336 px
 is read for a whole epoch (its decoded size, ~20 GB, is ten times the 2 GB
-goal); the 600,000-file folder for `--batches` batches.
+goal); the 600,000-file folder for `--batches` batches. Then (unless
+`--no-second-epoch`) the rest of the first epoch is read unmeasured and
+`--batches` batches of the second epoch are measured: on a first run,
+tftransfer's first epoch is also its check of the files (it drops what
+fails to decode, which costs tf.data its map-and-batch fusion), and from
+the second epoch on it reads only the files that decoded.
 
 Remembered file checks are cleared before each tftransfer run (a first run of
 a folder is the one measured), unless `--second-run`.
 
 Run: python bench/data_scale.py [--quick] [--sizes 60000,600000] [--image-size 336]
-Full run on 2 CPU cores: about 25 minutes plus writing the folders once (kept
+Full run on 2 CPU cores: about 35 minutes plus writing the folders once (kept
 under --workdir); --quick: 2,000 files at 64 px, about 1 minute.
 """
 
@@ -87,7 +92,22 @@ def rss_mb():
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-def child(library, folder, size, batches, whole_epoch):
+def _images_per_s(iterator, batches, whole_epoch):
+    """Images/s over batches 10 to `batches` (or to the end of the epoch)."""
+    seen, steady_start, count = 0, None, 0
+    for batch, _ in iterator:
+        seen += 1
+        if seen == 10:
+            steady_start = time.perf_counter()
+        elif seen > 10:
+            count += int(batch.shape[0])
+        if not whole_epoch and seen >= batches:
+            break
+    steady = count / (time.perf_counter() - steady_start) if steady_start and count else None
+    return steady, seen
+
+
+def child(library, folder, size, batches, whole_epoch, second_epoch):
     """One measurement in this process; prints a JSON line."""
     import tensorflow as tf
 
@@ -110,7 +130,7 @@ def child(library, folder, size, batches, whole_epoch):
     if library == "tftransfer":
         bundle = tftransfer.data.from_directory(folder, size)
         dataset, extra = bundle.train, {"cache": bundle.cache, "cache_reason": bundle.cache_reason,
-                                        "background_check": bundle.file_check is not None}
+                                        "checked_while_read": bundle.file_check is not None}
     else:
         dataset = keras.utils.image_dataset_from_directory(
             folder, image_size=(size, size), validation_split=0.2, subset="training",
@@ -120,16 +140,13 @@ def child(library, folder, size, batches, whole_epoch):
     iterator = iter(dataset)
     next(iterator)
     first = time.perf_counter() - start
-    seen, steady_start, count = 1, None, 0
-    for batch, _ in iterator:
-        seen += 1
-        if seen == 10:
-            steady_start = time.perf_counter()
-        elif seen > 10:
-            count += int(batch.shape[0])
-        if not whole_epoch and seen >= batches:
-            break
-    steady = count / (time.perf_counter() - steady_start) if steady_start and count else None
+    steady, seen = _images_per_s(iterator, batches, whole_epoch)
+    seen += 1
+    if second_epoch:
+        for _ in iterator:  # the rest of the first epoch, unmeasured
+            seen += 1
+        extra["second_epoch_images_per_s"] = round(
+            _images_per_s(iter(dataset), batches, False)[0], 1)
     running[0] = False
     sampler.join()
     print(json.dumps({"library": library, "build_s": round(built, 3),
@@ -139,13 +156,13 @@ def child(library, folder, size, batches, whole_epoch):
                       **extra}), flush=True)
 
 
-def run_child(library, folder, size, batches, whole_epoch, second_run):
+def run_child(library, folder, size, batches, whole_epoch, second_run, second_epoch):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     if library == "tftransfer" and not second_run:
         cache_dir = env.setdefault("TFTRANSFER_CACHE_DIR", "/tmp/tftransfer_data_scale_cache")
         shutil.rmtree(os.path.join(cache_dir, "file_checks"), ignore_errors=True)
     command = [sys.executable, os.path.abspath(__file__), "--child", library, folder, str(size),
-               str(batches), "1" if whole_epoch else "0"]
+               str(batches), "1" if whole_epoch else "0", "1" if second_epoch else "0"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
@@ -156,8 +173,8 @@ def run_child(library, folder, size, batches, whole_epoch, second_run):
 
 def main(argv=None):
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        library, folder, size, batches, whole = sys.argv[2:7]
-        return child(library, folder, int(size), int(batches), whole == "1")
+        library, folder, size, batches, whole, second = sys.argv[2:8]
+        return child(library, folder, int(size), int(batches), whole == "1", second == "1")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default="60000,600000")
@@ -165,6 +182,9 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=300,
                         help="batches read from folders past the first size")
     parser.add_argument("--workdir", default="/tmp/tftransfer_data_scale")
+    parser.add_argument("--no-second-epoch", action="store_true",
+                        help="skip the second epoch (whose first --batches batches are "
+                             "measured after a whole first epoch)")
     parser.add_argument("--second-run", action="store_true",
                         help="keep remembered file checks (a second run of each folder)")
     args = parser.parse_args(argv)
@@ -183,13 +203,16 @@ def main(argv=None):
                "folder_written_s": round(written, 1)}
         for library in ("keras", "tftransfer"):
             row[library] = run_child(library, folder, image_size, args.batches, whole_epoch,
-                                     args.second_run)
+                                     args.second_run, not args.no_second_epoch)
             print(count, library, row[library], flush=True)
         row["first_batch_ratio"] = row["tftransfer"]["first_batch_s"] / row["keras"][
             "first_batch_s"]
         if row["tftransfer"]["steady_images_per_s"] and row["keras"]["steady_images_per_s"]:
             row["steady_ratio"] = (row["tftransfer"]["steady_images_per_s"]
                                    / row["keras"]["steady_images_per_s"])
+        if row["keras"].get("second_epoch_images_per_s"):
+            row["second_epoch_ratio"] = (row["tftransfer"]["second_epoch_images_per_s"]
+                                         / row["keras"]["second_epoch_images_per_s"])
         results[str(count)] = row
     keys = list(results)
     growth = {}
@@ -205,6 +228,9 @@ def main(argv=None):
                "first_batch_ratio_max": max(r["first_batch_ratio"] for r in results.values()),
                "steady_ratio_min": min((r.get("steady_ratio") for r in results.values()
                                         if r.get("steady_ratio")), default=None),
+               "second_epoch_ratio_min": min((r.get("second_epoch_ratio")
+                                              for r in results.values()
+                                              if r.get("second_epoch_ratio")), default=None),
                "tftransfer_peak_rss_growth_mb_max": max(
                    r["tftransfer"]["peak_rss_growth_mb"] for r in results.values()),
                "seconds": round(time.time() - began, 1)}
@@ -219,11 +245,20 @@ def main(argv=None):
         table.append((f"{int(count):,} files: first batch, tftransfer / Keras",
                       f"{row['first_batch_ratio']:.2f}x"))
         if row.get("steady_ratio"):
-            table.append((f"{int(count):,} files: steady images/s, tftransfer / Keras",
-                          f"{row['steady_ratio']:.2f}"))
+            table.append((f"{int(count):,} files: images/s in the first epoch, tftransfer / "
+                          "Keras", f"{row['steady_ratio']:.2f}"))
+        if row.get("second_epoch_ratio"):
+            table.append((f"{int(count):,} files: images/s from the second epoch, tftransfer / "
+                          "Keras", f"{row['second_epoch_ratio']:.2f} ("
+                          f"{row['tftransfer']['second_epoch_images_per_s']:,.0f} / "
+                          f"{row['keras']['second_epoch_images_per_s']:,.0f})"))
     notes = ("Fresh process per measurement; first run of each folder (remembered file checks "
              "cleared). The first size is read for a whole epoch of the training split, the "
-             f"others for {args.batches} batches. tftransfer's cache choice: "
+             f"others for {args.batches} batches"
+             + ("" if args.no_second_epoch else
+                f"; then, after the rest of that epoch, {args.batches} batches of the second "
+                "epoch (tftransfer's pipeline then reads only the files its first pass "
+                "decoded, without dropping)") + ". tftransfer's cache choice: "
              + "; ".join(f"{k} files: {r['tftransfer'].get('cache_reason', '')}"
                          for k, r in results.items()) + ".")
     write_results("data_scale", figures, table, notes=notes)

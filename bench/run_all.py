@@ -112,8 +112,10 @@ HEADLINES = {
     "data_scale": [("60,000 / 600,000 JPEG files at 336 px, every default: first batch, "
                     "tftransfer / Keras `image_dataset_from_directory` (worst)",
                     "first_batch_ratio_max", "{:.2f}x", "<= 2x"),
-                   ("the same: steady images/s, tftransfer / Keras (worst)", "steady_ratio_min",
-                    "{:.2f}", ">= 1"),
+                   ("the same: images/s in the first epoch of a first run (the files' check),"
+                    " tftransfer / Keras (worst)", "steady_ratio_min", "{:.2f}", "-"),
+                   ("the same: steady images/s from the second epoch, tftransfer / Keras "
+                    "(worst)", "second_epoch_ratio_min", "{:.2f}", ">= 1"),
                    ("the same: peak RSS growth of tftransfer (a whole epoch of 60,000 at 336 px"
                     " is ~20 GB decoded)", "tftransfer_peak_rss_growth_mb_max", "{:,.0f} MB",
                     "< 2,048 MB")],

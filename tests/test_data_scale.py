@@ -2,7 +2,6 @@
 training), remembered file checks, one-walk listing."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -75,36 +74,67 @@ def test_without_a_cache_the_paths_are_reshuffled_each_epoch(tmp_path, monkeypat
 def test_a_large_folder_starts_at_once_and_bad_files_are_found_while_training(
         tmp_path, monkeypatch):
     # Above CHECK_NOW_MAX_FILES new files, nothing is decoded before the bundle is
-    # returned: the check runs beside training and the pipeline drops what fails.
-    # Before, every file was decoded first (25 s for 60,000 small JPEGs).
+    # returned: the pipeline drops what fails and flags what it reads; after a pass, the
+    # unflagged files are the bad ones. Before, every file was decoded first (25 s for
+    # 60,000 small JPEGs), then by a background process: each file twice.
     root = _folder(tmp_path / "photos", per_class=20, bad=3)
     monkeypatch.setattr(images, "CHECK_NOW_MAX_FILES", 5)
-    go = tmp_path / "go"
-    # The checking process waits for `go` before it starts: the test decides when.
-    held = (sys.executable, "-c", "import os, runpy, sys, time\n"
-            f"while not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
-            "sys.argv = ['file_checks'] + sys.argv[1:]\n"
-            "runpy.run_module('tftransfer.data.file_checks', run_name='__main__')")
-    monkeypatch.setattr(file_checks.BackgroundCheck, "command", held)
-    # A fair share of the cores while the suite's workers keep them busy.
-    monkeypatch.setattr(file_checks.BackgroundCheck, "niceness", 0)
+    monkeypatch.setenv("TFTRANSFER_CACHE_MEMORY_MB", "0.01")  # decoded from the files
+    decoded = []
+    real_check = file_checks.check_file
+    monkeypatch.setattr(file_checks, "check_file",
+                        lambda path: decoded.append(path) or real_check(path))
     data = from_directory(root, 12, validation_split=0.25)
     assert data.file_check is not None and not data.file_check.done
-    assert data.skipped == [] and data.wait_for_file_checks(timeout=0.1) is None
+    assert data.skipped == [] and decoded == []
     model = tftransfer.build_classifier("FashionCNN", 2, image_size=12, weights=None)
-    result = tftransfer.fit(model, data, head_epochs=2, fine_tune_epochs=0, verbose=0)
-    assert result.history["phase"] == ["head", "head"]
+    with pytest.warns(UserWarning, match="skipped 3 unreadable file"):
+        result = tftransfer.fit(model, data, head_epochs=2, fine_tune_epochs=0, verbose=0)
+    assert result.history["phase"] == ["head", "head"] and data.file_check.done
+    assert sorted(os.path.basename(p) for p, _ in data.skipped) == [
+        "bad_0.png", "bad_1.png", "bad_2.png"]
+    # Only the failures are decoded again (for the reason in the warning), and the reason
+    # carries no TensorFlow graph names.
+    assert sorted(os.path.basename(p) for p in decoded) == ["bad_0.png", "bad_1.png",
+                                                           "bad_2.png"]
+    assert all("{{" not in reason and "function_node" not in reason
+               for _, reason in data.skipped)
     assert len(_values(data.train)) + len(_values(data.validation)) == 40  # bad ones dropped
     # Dropping makes the pipeline's length unknown: fit sizes its budget from the counts.
     assert int(data.train.cardinality()) < 0 and result.budget["steps_per_epoch"] in (1, 2)
-    go.write_text("")
-    with pytest.warns(UserWarning, match="skipped 3 unreadable file"):
-        skipped = data.wait_for_file_checks(timeout=600)
-    assert sorted(os.path.basename(p) for p, _ in skipped) == [
-        "bad_0.png", "bad_1.png", "bad_2.png"]
-    # Remembered: the next run of the folder knows them without decoding anything.
+    # After its first pass, the pipeline reads only the files that decoded: a bad file
+    # fixed now stays out of this bundle (the next run checks it again and keeps it).
+    Image.fromarray(np.full((12, 12), 91, np.uint8)).save(root / "b" / "bad_0.png")
+    assert 91 not in _values(data.train) + _values(data.validation)
+    # Remembered: the next run of the folder knows every file without decoding any.
+    decoded.clear()
     again = from_directory(root, 12, validation_split=0.25)
-    assert again.file_check is None and len(again.skipped) == 3
+    assert again.file_check is None and len(again.skipped) == 2
+    assert [os.path.basename(p) for p in decoded] == ["bad_0.png"]
+
+
+def test_wait_for_file_checks_finishes_the_check_at_once(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "photos", per_class=10, bad=2)
+    monkeypatch.setattr(images, "CHECK_NOW_MAX_FILES", 5)
+    data = from_directory(root, 12, validation_split=0.25)
+    assert not data.file_check.done
+    with pytest.warns(UserWarning, match="skipped 2 unreadable file"):
+        skipped = data.wait_for_file_checks()
+    assert sorted(os.path.basename(p) for p, _ in skipped) == ["bad_0.png", "bad_1.png"]
+    assert data.file_check.done
+    assert len(_values(data.train)) + len(_values(data.validation)) == 20
+
+
+def test_a_run_shorter_than_an_epoch_remembers_what_it_read(tmp_path, monkeypatch):
+    # Checks are results of the pipeline's reads, so a run stopped early keeps them.
+    root = _folder(tmp_path / "photos", per_class=20)
+    monkeypatch.setattr(images, "CHECK_NOW_MAX_FILES", 5)
+    data = from_directory(root, 12, validation_split=0.0, batch_size=8)
+    next(iter(data.train))
+    data.file_check.update()  # also run when the process exits
+    paths = [str(path) for path in sorted(root.glob("*/*.png"))]
+    _, unchecked = file_checks.triage(paths, file_checks.RememberedChecks(str(root)))
+    assert 8 <= len(paths) - len(unchecked) < len(paths)
 
 
 def test_a_second_run_decodes_nothing_and_a_changed_file_is_checked_again(

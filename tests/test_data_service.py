@@ -179,6 +179,26 @@ def test_pipelines_workers_cannot_run_are_refused_or_flagged(service, bundle, tm
         distribute_bundle(bundle, service)  # tf ops only: no warning
 
 
+def test_a_folder_checked_while_read_runs_on_the_service(service, tmp_path, monkeypatch):
+    # A folder with files not checked yet flags what its pipeline reads in variables of
+    # this process; the service's workers get the pipeline without them (and, until the
+    # check ends, drop bad files uncounted, with a warning that says so).
+    folder = write_folder(tmp_path / "images")
+    tf.io.write_file(str(tmp_path / "images" / "b" / "bad.png"), b"not an image")
+    monkeypatch.setattr(tftransfer.data.images, "CHECK_NOW_MAX_FILES", 2)
+    data = tftransfer.data.from_directory(folder, 4, batch_size=2, validation_split=0.0)
+    assert data.file_check is not None
+    with pytest.warns(UserWarning, match="not all checked yet"):
+        remote = distribute_bundle(data, service, splits=("train",))
+    assert sum(int(labels.shape[0]) for _, labels in remote.train) == 6
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        data.wait_for_file_checks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        remote = distribute_bundle(data, service, splits=("train",))
+    assert sum(int(labels.shape[0]) for _, labels in remote.train) == 6
+
+
 def test_workers_join_a_dispatcher_started_elsewhere(bundle):
     with start_data_service(workers=0, host="127.0.0.1") as dispatcher:
         assert dispatcher.target.startswith("grpc://127.0.0.1:") and not dispatcher.workers

@@ -29,8 +29,9 @@ class DatasetBundle:
         cache: str or None. Where decoded examples are cached: `"memory"`,
             a disk cache path, or None (decoded each epoch).
         cache_reason: str. Why (what `cache="auto"` measured), or "".
-        file_check: the background check of files not checked yet
-            (`tftransfer.data.file_checks.BackgroundCheck`), or None.
+        file_check: the check of the files not checked before, done by the
+            pipelines as they read them
+            (`tftransfer.data.file_checks.StreamingCheck`), or None.
     """
 
     train: object
@@ -53,11 +54,14 @@ class DatasetBundle:
         return len(self.class_names)
 
     def wait_for_file_checks(self, timeout=None):
-        """Waits for the background check of the files, warns about what it
-        found once, and returns `skipped` (None if `timeout` seconds pass first).
+        """Finishes the check of the files now, warns about what it found once,
+        and returns `skipped`.
 
-        Files that fail to decode are dropped by the pipeline meanwhile, so
-        training need not wait; this is for the final list and count.
+        Without it, the pipelines find the files that do not decode as they
+        read them (dropping them meanwhile), and the list is final after
+        each split's first complete pass, which `fit` reports. This decodes
+        at once the files no pass has read yet, for the count before
+        training. `timeout` is accepted for compatibility and not used.
 
         Example:
 

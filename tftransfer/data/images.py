@@ -5,10 +5,10 @@ frame, BMP); grayscale and RGBA become RGB. Corrupt, truncated, zero-byte and
 non-image files are skipped with one warning that counts them and names the
 first few, so a bad file never stops an epoch halfway. Small sets (up to
 `CHECK_NOW_MAX_FILES` files not checked before) are checked before the
-bundle is returned; larger ones start at once, are checked in the background
-while training runs, and the pipeline drops what fails to decode
-(`tftransfer.data.file_checks`). A file's result is remembered, so a second
-run of the same folder decodes nothing up front.
+bundle is returned; larger ones start at once: the pipeline drops what
+fails to decode and flags what it reads, so the bad files are known after
+the first pass (`tftransfer.data.file_checks`). A file's result is
+remembered, so a second run of the same folder decodes nothing up front.
 
 Memory stays bounded: `cache="auto"` keeps the decoded images in memory only
 when they fit a quarter of the available memory (`pipeline.choose_cache`;
@@ -38,6 +38,7 @@ from tftransfer.data.file_checks import find_unreadable  # noqa: F401 - public h
 from tftransfer.data.pipeline import (
     AUTOTUNE,
     DISK_CACHE_SHUFFLE_BUFFER,
+    by_pass,
     choose_cache,
     finish,
     fingerprint,
@@ -47,7 +48,7 @@ from tftransfer.data.pipeline import (
 SPLIT_FOLDERS = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
                  "test": ("test", "testing")}
 # validate="auto": up to this many files not checked before are checked before the
-# bundle is returned (about a second or two); more are checked in the background.
+# bundle is returned (about a second or two); more, by the pipeline as it reads them.
 CHECK_NOW_MAX_FILES = 2000
 
 
@@ -213,13 +214,17 @@ def _split_layout(path, follow_links):
 
 
 def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cache,
-                   augmentation, crop_to_aspect_ratio, pad_to_aspect_ratio, streaming=False):
+                   augmentation, crop_to_aspect_ratio, pad_to_aspect_ratio, streaming=False,
+                   check=None):
     """Paths -> (shuffled paths) -> decode -> (drop failures) -> `finish`.
 
     In memory, the decoded set is cached and shuffled whole (it fits the
     budget); otherwise the paths are shuffled before decoding, and a disk
     cache is mixed by a bounded buffer. `streaming`: files not checked yet
-    may fail to decode; those are dropped.
+    may fail to decode; those are dropped. With a `check`
+    (`file_checks.StreamingCheck`), the pipeline also flags the files it
+    reads; without a cache, from the second pass on it reads only those
+    that decoded, and drops nothing (decoding and batching fuse again).
     """
     if len(paths) == 0:
         return None
@@ -227,35 +232,68 @@ def _image_dataset(paths, labels, image_size, *, training, batch_size, seed, cac
     # The disk cache's name (hashing every path takes seconds for a million files).
     key = fingerprint(sorted(zip(paths, np.asarray(labels).tolist())), image_size,
                       crop_to_aspect_ratio, pad_to_aspect_ratio) if cache and not in_memory else ""
-    dataset = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.asarray(labels)))
     shuffle_buffer = None
     if training and not in_memory:
-        # All the paths, reshuffled each epoch, cost a few bytes each. A disk cache
-        # keeps the first order it saw: shuffle once (seeded), then mix within a buffer.
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=not cache)
         shuffle_buffer = 0
         if cache:
             budget, _ = memory_budget()
             shuffle_buffer = max(batch_size, min(DISK_CACHE_SHUFFLE_BUFFER,
                                                  budget // _decoded_bytes(image_size)))
+    tracker = check.track(paths) if streaming and check is not None else None
 
-    def load(path, label):
+    def source(indexed):
+        parts = (np.asarray(paths), np.asarray(labels))
+        if indexed:
+            parts += (np.arange(len(paths), dtype="int64"),)
+        dataset = tf.data.Dataset.from_tensor_slices(parts)
+        if training and not in_memory:
+            # All the paths, reshuffled each epoch, cost a few bytes each. A disk cache
+            # keeps the first order it saw: shuffle once (seeded), then mix within a
+            # buffer.
+            dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=not cache)
+        return dataset
+
+    def load(path, label, *index):
         contents = tf.io.read_file(path)
         if not cache:
             # Decoded for this epoch only: float32 straight from the resize (uint8, a
             # quarter of the bytes, is for what a cache holds).
-            return _decode_resized(contents, image_size, crop_to_aspect_ratio,
-                                   pad_to_aspect_ratio), label
-        return decode_image(contents, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
-                            pad_to_aspect_ratio=pad_to_aspect_ratio), label
+            image = _decode_resized(contents, image_size, crop_to_aspect_ratio,
+                                    pad_to_aspect_ratio)
+        else:
+            image = decode_image(contents, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                                 pad_to_aspect_ratio=pad_to_aspect_ratio)
+        return (image, label) + index
 
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
+    common = dict(training=training, batch_size=batch_size, seed=seed, cache=cache, key=key,
+                  size=len(paths), augmentation=augmentation, shuffle_buffer=shuffle_buffer,
+                  postprocess=(lambda images: tf.cast(images, tf.float32)) if cache else None)
+    dataset = source(tracker is not None).map(load, num_parallel_calls=AUTOTUNE)
     if streaming:
         dataset = dataset.ignore_errors()
-    return finish(dataset, training=training, batch_size=batch_size, seed=seed, cache=cache,
-                  key=key, size=len(paths), augmentation=augmentation,
-                  postprocess=lambda images: tf.cast(images, tf.float32),
-                  shuffle_buffer=shuffle_buffer)
+    dataset = finish(dataset, tracker=tracker, **common)
+    if tracker is not None and not cache:
+        # After a complete pass, only the files that decoded: nothing left to drop.
+        decoded = source(True).filter(lambda path, label, index: tracker.is_seen(index))
+        decoded = decoded.map(lambda path, label, index: load(path, label),
+                              num_parallel_calls=AUTOTUNE)
+        dataset = by_pass(dataset, finish(decoded, **common), tracker.passes)
+    if tracker is not None:
+        dataset._tftransfer_tracker = tracker  # its variables live as long as the dataset
+
+        def untracked():
+            # For the tf.data service, whose workers cannot reach this process's variables.
+            arguments = dict(training=training, batch_size=batch_size, seed=seed, cache=cache,
+                             augmentation=augmentation, crop_to_aspect_ratio=crop_to_aspect_ratio,
+                             pad_to_aspect_ratio=pad_to_aspect_ratio)
+            if not tracker.complete:
+                return _image_dataset(paths, labels, image_size, streaming=True, **arguments)
+            good = tracker.seen_mask()
+            return _image_dataset(np.asarray(paths)[good], np.asarray(labels)[good],
+                                  image_size, **arguments)
+
+        dataset._tftransfer_untracked = untracked
+    return dataset
 
 
 def _check_common(image_size, batch_size, augmentation):
@@ -308,13 +346,15 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
             Keras layers, applied to training batches in the pipeline.
         validate: `"auto"`, True or False. Find files that do not decode.
             True: decode every file not checked before now. `"auto"`: so
-            when at most 2,000 files are new, else return at once and check
-            them in the background while training runs (the pipeline drops
-            any that fail; `bundle.wait_for_file_checks()` waits for the
-            list). A file's result is remembered (path, size, modification
-            time), so a second run decodes nothing up front. False: no
-            check (undecodable files are dropped silently). Defaults to
-            `"auto"`.
+            when at most 2,000 files are new, else return at once: the
+            pipeline drops any file that fails and flags those it reads,
+            so the list is known after each split's first complete pass
+            (`fit` warns then; `bundle.wait_for_file_checks()` finishes
+            the check at once), and later passes read only the files that
+            decoded. A file's result is remembered (path, size,
+            modification time), so a second run decodes nothing up front.
+            False: no check (undecodable files are dropped silently).
+            Defaults to `"auto"`.
 
     Returns:
         A `DatasetBundle` whose datasets yield float32 images in [0, 255]
@@ -389,9 +429,11 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
                  for split in ("train", "validation", "test")}
     cache, cache_reason = choose_cache(cache, {split: len(parts[split]) for split in parts},
                                        _decoded_bytes(size))
+    check = file_checks.StreamingCheck(remembered, skipped) if unchecked else None
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is False or bool(unchecked))
+                  pad_to_aspect_ratio=pad_to_aspect_ratio,
+                  streaming=validate is False or bool(unchecked), check=check)
     datasets = {
         split: _image_dataset(kept[parts[split]], labels[parts[split]], size,
                               training=split == "train",
@@ -409,8 +451,7 @@ def from_directory(path, image_size, *, batch_size=32, validation_split=0.2, tes
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, empty_classes=empty, image_size=size,
         augmented=augmentation is not None, cache=_cache_name(cache), cache_reason=cache_reason,
-        file_check=(file_checks.BackgroundCheck(unchecked, remembered, skipped)
-                    if unchecked else None),
+        file_check=check,
     )
 
 
@@ -508,9 +549,11 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
     parts = split_indices(labels, validation_split, test_split, seed)
     cache, cache_reason = choose_cache(cache, {split: len(parts[split]) for split in parts},
                                        _decoded_bytes(size))
+    check = file_checks.StreamingCheck(remembered, skipped) if unchecked else None
     common = dict(batch_size=batch_size, seed=seed, cache=cache,
                   crop_to_aspect_ratio=crop_to_aspect_ratio,
-                  pad_to_aspect_ratio=pad_to_aspect_ratio, streaming=validate is False or bool(unchecked))
+                  pad_to_aspect_ratio=pad_to_aspect_ratio,
+                  streaming=validate is False or bool(unchecked), check=check)
     datasets = {split: _image_dataset(paths[parts[split]], labels[parts[split]], size,
                                       training=split == "train",
                                       augmentation=augmentation if split == "train" else None,
@@ -523,8 +566,7 @@ def from_csv(csv_path, path_column, label_columns, image_size, *, batch_size=32,
         class_weights=class_weights(labels[parts["train"]], len(names)),
         skipped=skipped, image_size=size, task="multilabel" if multilabel else "multiclass",
         augmented=augmentation is not None, cache=_cache_name(cache), cache_reason=cache_reason,
-        file_check=(file_checks.BackgroundCheck(unchecked, remembered, skipped)
-                    if unchecked else None),
+        file_check=check,
     )
 
 

@@ -109,11 +109,12 @@ def cache_path(cache, key):
 
 
 def finish(dataset, *, training, batch_size, seed, cache, key, size, augmentation=None,
-           postprocess=None, shuffle_buffer=None):
+           postprocess=None, shuffle_buffer=None, tracker=None):
     """Cache -> (shuffle) -> batch -> postprocess/augment -> prefetch.
 
     Args:
-        dataset: unbatched `tf.data.Dataset` of `(inputs, labels)`.
+        dataset: unbatched `tf.data.Dataset` of `(inputs, labels)`, or of
+            `(inputs, labels, file index)` with a `tracker`.
         training: bool. Shuffle (reshuffled each epoch) and augment.
         batch_size: int.
         seed: int or None. Makes the shuffle order reproducible.
@@ -125,6 +126,9 @@ def finish(dataset, *, training, batch_size, seed, cache, key, size, augmentatio
         shuffle_buffer: int or None. Elements in the shuffle buffer; None
             holds them all (`size`), 0 shuffles nothing here (the source is
             shuffled already).
+        tracker: `file_checks.FileTracker` or None. Flags the files of each
+            batch as read (and drops their index), and counts each complete
+            pass.
     """
     if cache == "memory" or cache is True:
         dataset = dataset.cache()
@@ -133,13 +137,42 @@ def finish(dataset, *, training, batch_size, seed, cache, key, size, augmentatio
     buffer = size if shuffle_buffer is None else min(shuffle_buffer, size)
     if training and buffer > 1:
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    # Parallel batching: copying decoded images into the batch is a large part of a
-    # step at high resolution, and a pipeline that drops undecodable files
-    # (`ignore_errors`) loses tf.data's map-and-batch fusion that does it otherwise.
-    dataset = dataset.batch(batch_size, num_parallel_calls=AUTOTUNE)
-    if postprocess is not None:
+    # Copying decoded images into the batch is a large part of a step at high
+    # resolution. Straight after the decoding map, a plain batch lets tf.data fuse
+    # the two (each image is written into its batch once: 4,870 images/s against 4,480
+    # batched in parallel, 60,000 JPEGs at 336 px); after a cache, a shuffle buffer or
+    # a dropping `ignore_errors`, batching in parallel does the copying.
+    shuffled = training and buffer > 1
+    straight_from_map = not cache and not shuffled and tracker is None
+    dataset = dataset.batch(batch_size, num_parallel_calls=None if straight_from_map
+                            else AUTOTUNE)
+    if tracker is not None:
+        def read(x, y, indices):
+            with tf.control_dependencies([tracker.mark(indices)]):
+                x = tf.identity(x)
+            return (postprocess(x) if postprocess is not None else x), y
+
+        dataset = dataset.map(read, num_parallel_calls=AUTOTUNE)
+    elif postprocess is not None:
         dataset = dataset.map(lambda x, y: (postprocess(x), y), num_parallel_calls=AUTOTUNE)
     if training and augmentation is not None:
         dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y),
                               num_parallel_calls=AUTOTUNE)
+    if tracker is not None:
+        dataset = dataset.concatenate(tracker.end_of_pass(dataset.element_spec))
     return dataset.prefetch(AUTOTUNE)
+
+
+def by_pass(first, later, passes):
+    """`first` until the counter `passes` (a variable) is above 0, then `later`.
+
+    The choice is read once, when an iteration (an epoch) starts.
+    """
+
+    def choice(_):
+        return tf.cast(passes.read_value() > 0, tf.int64)
+
+    selector = tf.data.Dataset.range(1).map(choice).flat_map(
+        lambda chosen: tf.data.Dataset.from_tensors(chosen).repeat())
+    return tf.data.Dataset.choose_from_datasets([first, later], selector,
+                                                stop_on_empty_dataset=True)

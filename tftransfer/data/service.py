@@ -356,6 +356,17 @@ def distribute_bundle(bundle, service, *, processing_mode="distributed_epoch", j
         dataset = getattr(bundle, split)
         if dataset is None:
             continue
+        untracked = getattr(dataset, "_tftransfer_untracked", None)
+        if untracked is not None:
+            # The pipeline flags the files it reads in variables of this process, which
+            # the service's workers cannot reach: they get the pipeline without them.
+            if not dataset._tftransfer_tracker.complete:
+                warnings.warn(
+                    f"distribute_bundle: the {split} files are not all checked yet; the "
+                    "service's workers drop those that fail to decode without counting them. "
+                    "Call bundle.wait_for_file_checks() first to have them found and "
+                    "counted.", stacklevel=2)
+            dataset = untracked()
         _check_pipeline(dataset, split)
         changes[split] = dataset.apply(tf.data.experimental.service.distribute(
             processing_mode=processing_mode, service=target,
