@@ -27,6 +27,7 @@ MODULES = [
     "tftransfer.data.service",
     "tftransfer.data.sharding",
     "tftransfer.demo",
+    "tftransfer.evaluation.explanations",
     "tftransfer.evaluation.metrics",
     "tftransfer.evaluation.plots",
     "tftransfer.evaluation.report",

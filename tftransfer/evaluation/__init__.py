@@ -1,8 +1,10 @@
-"""Evaluation: figures (`evaluate`), PNG plots and a markdown model card."""
+"""Evaluation: figures (`evaluate`), maps (`explain`), PNG plots and a model card."""
 
+from tftransfer.evaluation.explanations import Explanation, explain
 from tftransfer.evaluation.metrics import EvaluationResult, evaluate
 from tftransfer.evaluation.plots import (
     plot_confusion_matrix,
+    plot_explanations,
     plot_history,
     plot_learning_rate_finder,
     plot_reliability,
@@ -12,8 +14,11 @@ from tftransfer.evaluation.report import serving_command, write_report
 
 __all__ = [
     "EvaluationResult",
+    "Explanation",
     "evaluate",
+    "explain",
     "plot_confusion_matrix",
+    "plot_explanations",
     "plot_history",
     "plot_learning_rate_finder",
     "plot_reliability",

@@ -1,4 +1,4 @@
-"""PNG plots: training curves, confusion matrix, top losses, learning-rate finder.
+"""PNG plots: training curves, confusion matrix, top losses, maps, learning-rate finder.
 
 Each function writes one PNG (matplotlib's Agg backend, no display needed) and
 returns its path, so that it works the same in a notebook, a script and CI.
@@ -120,36 +120,154 @@ def plot_confusion_matrix(evaluation, path, *, normalize=False):
     return _save(figure, path)
 
 
-def plot_top_losses(evaluation, path, *, columns=4):
+def plot_top_losses(evaluation, path, *, columns=4, model=None, alpha=0.5):
     """A grid of the examples the model got most wrong, with label, prediction and loss.
+
+    With `model`, each image carries a map of where the model looked to make
+    its (wrong) prediction: Grad-CAM for CNN backbones, attention rollout for
+    ViT-family ones (see `explain()`). A model that cannot be explained (a
+    TF-Hub backbone, for example) gives the plain grid, its title saying why.
 
     Args:
         evaluation: `EvaluationResult` (its `top_losses`).
         path: str. The PNG to write.
         columns: int. Defaults to `4`.
+        model: `keras.Model` or None. The evaluated model, to draw maps.
+            Defaults to None (no maps).
+        alpha: float. Opacity of the maps. Defaults to `0.5`.
 
     Returns:
         The path.
     """
+    return _top_losses_figure(evaluation, path, columns=columns, model=model, alpha=alpha)[0]
+
+
+def _top_losses_figure(evaluation, path, *, columns=4, model=None, alpha=0.5):
+    """`plot_top_losses()`, returning `(path, explanation or None, why no maps or None)`."""
     _require(evaluation, "evaluation", "evaluation")
+    _check_columns(columns)
     entries = [entry for entry in evaluation.top_losses
                if isinstance(entry.get("image"), np.ndarray) and entry["image"].ndim == 3]
     if not entries:
         raise ValueError("evaluation: it holds no image examples among its top losses "
                          "(evaluate() with top_losses > 0 on image data).")
+    explanation, reason = None, None
+    if model is not None:
+        from tftransfer.evaluation.explanations import explain
+
+        try:
+            explanation = explain(model, np.stack([entry["image"] for entry in entries]))
+        except (ValueError, TypeError) as error:
+            reason = str(error)
     rows = int(np.ceil(len(entries) / columns))
     plt = _pyplot()
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.9 * rows),
                                 squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
-    for axis, entry in zip(axes.ravel(), entries):
-        image = entry["image"]
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image[..., :3],
-                    cmap="gray" if image.shape[-1] == 1 else None)
+    for index, (axis, entry) in enumerate(zip(axes.ravel(), entries)):
+        _show(axis, entry["image"], None if explanation is None
+              else explanation.heatmaps[index], alpha)
         axis.set_title(f"true {entry['label']}\npred {entry['predicted']} "
                        f"({entry['probability']:.2f})\nloss {entry['loss']:.2f}", fontsize=8)
-    figure.suptitle("Top losses")
+    if explanation is not None:
+        title = f"Top losses, with {_METHOD_NAMES[explanation.method]} of the prediction"
+    elif reason is not None:
+        title = "Top losses (no maps: see the model card)"
+    else:
+        title = "Top losses"
+    figure.suptitle(title)
+    return _save(figure, path), explanation, reason
+
+
+_METHOD_NAMES = {"gradcam": "Grad-CAM", "rollout": "attention rollout",
+                 "attention": "last-layer attention", "saliency": "pixel gradients"}
+
+
+def _check_columns(columns):
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns: expected a positive int; received {columns!r}.")
+
+
+def _show(axis, image, heatmap, alpha):
+    """Draws an image, and a heatmap over it when given."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[-1] == 1:
+        axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axis.imshow(image[..., :3])
+    if heatmap is not None:
+        axis.imshow(heatmap, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0,
+                    interpolation="bilinear")
+
+
+def plot_explanations(images, explanation, path, *, class_names=None, columns=4, alpha=0.5):
+    """The maps of `explain()` over their images, one panel per image.
+
+    Args:
+        images: array `[n, height, width, channels]` or None. The images
+            explained (raw [0, 255] pixels). Defaults to None:
+            `explanation.images`.
+        explanation: `Explanation`, from `tftransfer.evaluation.explain()`.
+        path: str. The PNG to write.
+        class_names: list of str or None. Defaults to `"0"`, `"1"`, ...
+        columns: int. Defaults to `4`.
+        alpha: float. Opacity of the maps, in [0, 1]. Defaults to `0.5`.
+
+    Returns:
+        The path.
+
+    Example:
+
+    >>> import numpy as np, tftransfer
+    >>> from tftransfer.evaluation import explain, plot_explanations
+    >>> model = tftransfer.build_classifier("FashionCNN", 2, weights=None)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3))
+    >>> result = explain(model, images)
+    >>> plot_explanations(images, result, "/tmp/maps.png").endswith("maps.png")
+    True
+    """
+    from tftransfer.evaluation.explanations import Explanation
+
+    if not isinstance(explanation, Explanation):
+        raise TypeError("explanation: expected the Explanation of tftransfer.evaluation."
+                        f"explain(); received {type(explanation).__name__}.")
+    images = explanation.images if images is None else np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.shape[:3] != explanation.heatmaps.shape:
+        raise ValueError(f"images: {images.shape[:3]} images for {explanation.heatmaps.shape} "
+                         "maps; pass the images given to explain() (or None).")
+    _check_columns(columns)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"alpha: expected a float in [0, 1]; received {alpha!r}.")
+    classes = explanation.probabilities.shape[1]
+    names = list(class_names) if class_names is not None else [
+        str(i) for i in range(max(2, classes))]
+    if len(names) < max(2, classes):
+        raise ValueError(f"class_names: {len(names)} names for a model with "
+                         f"{max(2, classes)} classes.")
+    columns = min(columns, len(images))
+    rows = int(np.ceil(len(images) / columns))
+    plt = _pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows),
+                                squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for index, axis in enumerate(axes.ravel()[:len(images)]):
+        _show(axis, images[index], explanation.heatmaps[index], alpha)
+        predicted = int(explanation.predicted[index])
+        if classes > 1:
+            probability = explanation.probabilities[index, predicted]
+        else:  # one sigmoid unit: the probability of class 1
+            probability = abs(1 - predicted - explanation.probabilities[index, 0])
+        title = f"pred {names[predicted]} ({probability:.2f})"
+        if int(explanation.class_index[index]) != predicted:
+            title += f"\nmap of {names[int(explanation.class_index[index])]}"
+        axis.set_title(title, fontsize=8)
+    figure.suptitle(f"Where the model looks ({_METHOD_NAMES[explanation.method]})")
     return _save(figure, path)
 
 

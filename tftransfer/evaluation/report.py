@@ -13,14 +13,18 @@ def _number(value):
 
 
 def write_report(directory, evaluation, *, training=None, export=None, title="Model card",
-                 model_name=None, backbone=None, data_description=None, extra=None):
+                 model_name=None, backbone=None, data_description=None, extra=None,
+                 model=None):
     """Writes `model_card.md`, `evaluation.json` and the PNG plots to `directory`.
 
     The card holds the evaluation's figures (accuracy, top-k accuracy, macro
     F1, calibration error, loss, the per-class table and the confusion
     matrix), how the model was trained and exported when given, and links to
     the plots: training curves with the phase boundary, confusion matrix,
-    reliability diagram and the top-loss grid (for images).
+    reliability diagram and the top-loss grid (for images). Given the model,
+    the grid shows where it looked on each of the worst examples (Grad-CAM,
+    or attention for ViT-family backbones; see `explain()`); when the model
+    cannot be explained the card says why.
 
     Args:
         directory: str. Created if needed; for an export, a folder beside
@@ -34,6 +38,8 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
         backbone: str or None.
         data_description: str or None. One line about the data.
         extra: dict or None. More `name: value` lines for the summary.
+        model: `keras.Model` or None. The evaluated model, to draw maps of
+            where it looks on the top losses. Defaults to None.
 
     Returns:
         The path of `model_card.md`.
@@ -64,9 +70,11 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
         evaluation, os.path.join(directory, "confusion_matrix.png"))
     images["Reliability"] = plots.plot_reliability(
         evaluation, os.path.join(directory, "reliability.png"))
+    maps = None
     try:
-        images["Top losses"] = plots.plot_top_losses(
-            evaluation, os.path.join(directory, "top_losses.png"))
+        images["Top losses"], explanation, reason = plots._top_losses_figure(
+            evaluation, os.path.join(directory, "top_losses.png"), model=model)
+        maps = _maps_note(explanation, reason, model)
     except ValueError:
         pass  # text data, or no top losses kept
     with open(os.path.join(directory, "evaluation.json"), "w") as handle:
@@ -120,6 +128,8 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
                          f"{export.parity_max_abs_diff:.2e}")
         lines += ["", "Serve it with TF Serving:", "", "```sh",
                   serving_command(model_dir, name), "```"]
+    if maps is not None:
+        lines += ["", "## Where the model looks", "", maps]
     lines += ["", "## Plots", ""]
     for caption, path in images.items():
         lines.append(f"![{caption}]({os.path.basename(path)})")
@@ -130,6 +140,22 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
     with open(path, "w") as handle:
         handle.write("\n".join(lines))
     return path
+
+
+def _maps_note(explanation, reason, model):
+    if model is None:
+        return ("Not drawn: pass `model=` to `write_report()` to see, on the top losses, where "
+                "the model looked (`tftransfer.evaluation.explain()`).")
+    if explanation is None:
+        return f"Not available for this model: {reason}"
+    what = {"gradcam": f"Grad-CAM maps (feature map of `{explanation.layer}`)",
+            "rollout": f"attention rollout maps (`{explanation.layer}`)",
+            "attention": f"last-layer attention maps (`{explanation.layer}`)",
+            "saliency": "pixel-gradient maps"}[explanation.method]
+    return (f"The top-loss grid overlays {what} of the predicted class on each of the "
+            f"{len(explanation.heatmaps)} worst examples: red marks where the evidence for the "
+            "prediction came from. A map on the background rather than on the object points "
+            "to a shortcut in the data.")
 
 
 def serving_command(model_dir, name):
