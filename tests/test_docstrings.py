@@ -9,6 +9,7 @@ MODULES = [
     "tftransfer.backbones.embedded",
     "tftransfer.backbones.efficientnet_lite",
     "tftransfer.backbones.kerashub",
+    "tftransfer.backbones.kerashub_vision",
     "tftransfer.backbones.text_layers",
     "tftransfer.training.lora",
     "tftransfer.text_demo",

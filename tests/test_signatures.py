@@ -35,8 +35,10 @@ VAR_KEYWORD_ALLOWED = {
 TRAINER_ONLY = {"packed_labels"}
 
 #: fit() arguments that distill() does not take: the distillation loss replaces the
-#: first four, and distill() takes data already batched.
-NOT_IN_DISTILL = {"loss", "metrics", "class_weight", "label_smoothing", "batch_size"}
+#: first four, distill() takes data already batched, and a LoRA student is prepared with
+#: tftransfer.training.enable_lora() before distill() (no lora_rank there).
+NOT_IN_DISTILL = {"loss", "metrics", "class_weight", "label_smoothing", "batch_size",
+                  "lora_rank"}
 
 _ENTRY = re.compile(r"^(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*(?:\([^)]*\))?\s*:")
 

@@ -28,8 +28,13 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
         backbone: str, `keras.Model` or `keras.layers.Layer`. A name from
             `tftransfer.list_backbones()` (any case, e.g. `"EfficientNetB0"`),
             `"tfhub:<url or local SavedModel path>"` (a TF-Hub image
-            feature vector; see `tftransfer.backbones.HubBackbone`), or a
-            Keras object that maps images to features.
+            feature vector; see `tftransfer.backbones.HubBackbone`),
+            `"kerashub:<preset or preset folder>"` (a KerasHub image
+            backbone: ViT, DeiT, DINOv2/v3, Swin, MiT, ResNet, EfficientNet,
+            ... with its ImageConverter's preprocessing inside the model, the
+            class token or mean of patch tokens for transformers, global
+            average pooling for CNNs), or a Keras object that maps images to
+            features.
         num_classes: int. Number of outputs. At least 2 for
             `task="multiclass"`, exactly 1 for `"binary"`, at least 1 for
             `"multilabel"` and `"regression"`.
@@ -38,7 +43,9 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
         weights: `"imagenet"`, None, or a path to a weights file for the
             backbone. `"imagenet"` uses Keras' own download and cache
             (`~/.keras/models`); offline, the error names the file Keras looks
-            for and where to put it. Defaults to `"imagenet"`.
+            for and where to put it. For `"kerashub:"` backbones,
+            `"imagenet"` means the preset's weights, None random ones.
+            Defaults to `"imagenet"`.
         dropout_rate: float. Dropout before the output layer. Defaults to
             `0.2`.
         head_units: tuple of int. Hidden Dense layers of the head. Defaults
@@ -52,7 +59,8 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
             prepared: `"caffe"`, `"tf"`, `"torch"`, `"unit"` (scaled to
             [0, 1]) or `"none"`. Defaults to what the backbone expects: its
             registry entry's mode, `"unit"` for TF-Hub image modules (their
-            convention), `"none"` for other Keras objects.
+            convention), the preset's ImageConverter for KerasHub backbones,
+            `"none"` for other Keras objects.
         name: str. The model's name. Defaults to `"<backbone>_classifier"`.
 
     Returns:
@@ -80,8 +88,13 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
     x = inputs
     if augmentation is not None:
         x = augmentation_layer(augmentation, name="augmentation")(x)
-    x = ImagePreprocessing(preprocessing or resolved.preprocessing, name="preprocessing")(x)
+    if resolved.preprocessing_layer is not None and preprocessing is None:
+        x = resolved.preprocessing_layer(x)
+    else:
+        x = ImagePreprocessing(preprocessing or resolved.preprocessing, name="preprocessing")(x)
     x = backbone_layer(x, training=False)
+    if resolved.pooling_layer is not None:
+        x = resolved.pooling_layer(x)
     outputs = classification_head(
         x, num_classes, task=task, dropout_rate=dropout_rate, head_units=head_units
     )

@@ -1,5 +1,5 @@
-"""Backbones: the registry of Keras Applications models, TF-Hub handles and KerasHub text
-encoders."""
+"""Backbones: the registry of Keras Applications models, TF-Hub handles, KerasHub image
+backbones and KerasHub text encoders."""
 
 import dataclasses
 import functools
@@ -12,6 +12,12 @@ from tftransfer.backbones.backbone import Backbone, as_backbone
 from tftransfer.backbones.blocks import assign_blocks
 from tftransfer.backbones.factory import ResolvedBackbone, create_backbone, normalize_image_size
 from tftransfer.backbones.kerashub import TEXT_CHECKPOINTS, TextCheckpoint, text_checkpoint_path
+from tftransfer.backbones.kerashub_vision import (  # registers the KerasHub image presets
+    IMAGE_FAMILIES,
+    KerasHubImageBackbone,
+    KerasHubImagePreprocessing,
+    TokenPooling,
+)
 from tftransfer.backbones.text_layers import TextBackbone, TextPooling, TextPreprocessing
 from tftransfer.backbones.tf_hub import (
     HubBackbone,
@@ -28,6 +34,7 @@ from tftransfer.backbones.registry import (
     list_backbones,
     parse_backbone_name,
     register_backbone,
+    register_backbone_handle,
 )
 
 
@@ -102,12 +109,16 @@ __all__ = [
     "BackboneInfo",
     "BackboneSpec",
     "HubBackbone",
+    "IMAGE_FAMILIES",
+    "KerasHubImageBackbone",
+    "KerasHubImagePreprocessing",
     "ResolvedBackbone",
     "TEXT_CHECKPOINTS",
     "TextBackbone",
     "TextCheckpoint",
     "TextPooling",
     "TextPreprocessing",
+    "TokenPooling",
     "all_specs",
     "as_backbone",
     "assign_blocks",
@@ -121,6 +132,7 @@ __all__ = [
     "normalize_image_size",
     "parse_backbone_name",
     "register_backbone",
+    "register_backbone_handle",
     "resolve_handle",
     "text_checkpoint_path",
     "trust_hub_handles",

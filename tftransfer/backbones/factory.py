@@ -32,6 +32,9 @@ class ResolvedBackbone:
     spec: Optional[BackboneSpec]
     name: str
     weights_source: Optional[str]
+    # KerasHub image backbones bring their own preprocessing and pooling layers.
+    preprocessing_layer: object = None
+    pooling_layer: object = None
 
 
 def normalize_image_size(image_size, *, default=None, min_size=1, argument="image_size"):
@@ -141,9 +144,7 @@ def create_backbone(backbone, *, image_size=None, weights="imagenet"):
         if source == "tfhub":
             return _create_hub(rest, image_size=image_size)
         if source == "kerashub":
-            raise ValueError(
-                f"backbone: {backbone!r} is a KerasHub text backbone; build it with "
-                "tftransfer.build_text_classifier() (build_classifier() takes images).")
+            return _create_kerashub(rest, image_size=image_size, weights=weights)
         spec = get_backbone_spec(rest)
         return _create_registered(spec, image_size=image_size, weights=weights)
     if isinstance(backbone, BackboneSpec):
@@ -191,6 +192,23 @@ def _create_hub(handle, *, image_size):
         spec=None,
         name="hub_" + os.path.basename(handle.rstrip("/")).replace("-", "_"),
         weights_source=handle,
+    )
+
+
+def _create_kerashub(handle, *, image_size, weights):
+    from tftransfer.backbones import kerashub_vision
+
+    resolved = kerashub_vision.resolve_image_backbone(handle, weights=weights)
+    size = normalize_image_size(image_size, default=resolved.default_size, min_size=8)
+    return ResolvedBackbone(
+        layer=resolved.backbone,
+        preprocessing="none",
+        image_size=size,
+        spec=None,
+        name=resolved.name,
+        weights_source=resolved.backbone.handle if weights is not None else None,
+        preprocessing_layer=resolved.preprocessing_for(size),
+        pooling_layer=resolved.pooling,
     )
 
 

@@ -2,8 +2,9 @@
 
 A backbone name may carry a source prefix, parsed in `parse_backbone_name()`
 alone: `keras:ResNet50` (the default source, the same as `ResNet50`) or
-`tfhub:<url or local SavedModel path>`, or `kerashub:<preset>` (a KerasHub
-text preset, for `build_text_classifier()`).
+`tfhub:<url or local SavedModel path>`, or `kerashub:<preset or folder>` (a
+KerasHub image preset for `build_classifier()`, or a text preset for
+`build_text_classifier()`).
 """
 
 import dataclasses
@@ -66,6 +67,8 @@ class BackboneSpec:
 
 
 _REGISTRY = {}
+# Handles listed by `list_backbones()` that are not registry entries (KerasHub presets).
+_HANDLES = {}
 
 
 def normalize_name(name):
@@ -118,6 +121,35 @@ def register_backbone(spec, *, override=False):
         )
     _REGISTRY[spec.key] = spec
     return spec
+
+
+def register_backbone_handle(handle, *, source, description=""):
+    """Lists a source-prefixed handle, such as `"kerashub:dinov2_small"`, in `list_backbones()`.
+
+    Args:
+        handle: str. The name `build_classifier()` takes, with its prefix.
+        source: str. Its source, one of `SOURCES`.
+        description: str. One line. Defaults to `""`.
+
+    Returns:
+        The handle.
+
+    Example:
+
+    >>> import tftransfer
+    >>> from tftransfer.backbones import register_backbone_handle
+    >>> register_backbone_handle("kerashub:dinov2_small", source="kerashub")
+    'kerashub:dinov2_small'
+    >>> "kerashub:dinov2_small" in tftransfer.list_backbones(source="kerashub")
+    True
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source: expected one of {SOURCES}; received {source!r}.")
+    if not isinstance(handle, str) or not handle.startswith(source + ":"):
+        raise ValueError(f"handle: expected a string starting with {source + ':'!r}; received "
+                         f"{handle!r}.")
+    _HANDLES[handle] = (source, description)
+    return handle
 
 
 def parse_backbone_name(name):
@@ -190,11 +222,13 @@ def list_backbones(source=None):
     """Lists the names of the registered backbones.
 
     Args:
-        source: str or None. Only backbones from this source (`"keras"`, or a
-            source a plugin registered). Defaults to all.
+        source: str or None. Only backbones from this source (`"keras"`,
+            `"kerashub"` for well-known KerasHub image presets, or a source a
+            plugin registered). Defaults to all.
 
     Returns:
-        A sorted list of names, each accepted by `build_classifier()`.
+        A list of names, each accepted by `build_classifier()`: the registry's
+        names sorted, then source-prefixed handles (`"kerashub:<preset>"`).
 
     Example:
 
@@ -204,12 +238,14 @@ def list_backbones(source=None):
     """
     if source is not None and not isinstance(source, str):
         raise TypeError(f"source: expected a string or None; received {type(source).__name__}.")
-    sources = sorted({spec.source for spec in _REGISTRY.values()})
+    sources = sorted({spec.source for spec in _REGISTRY.values()}
+                     | {entry[0] for entry in _HANDLES.values()})
     if source is not None and source not in sources:
         raise ValueError(f"source: expected None or one of {sources}; received {source!r}.")
-    return sorted(
-        spec.name for spec in _REGISTRY.values() if source is None or spec.source == source
-    )
+    names = [spec.name for spec in _REGISTRY.values() if source is None or spec.source == source]
+    handles = [handle for handle, (handle_source, _) in _HANDLES.items()
+               if source is None or handle_source == source]
+    return sorted(names) + sorted(handles)
 
 
 def all_specs() -> Tuple[BackboneSpec, ...]:

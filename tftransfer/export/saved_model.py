@@ -432,6 +432,15 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
     if not isinstance(model, keras.Model):
         raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
     model_dir = resolve_model_dir(path, root)
+    # A LoRA model is exported merged (kernel + A @ B, no factors); the parity check
+    # compares the merged export with the adapted model itself.
+    adapted = model
+    from tftransfer.training.freezing import has_lora
+
+    if has_lora(model):
+        from tftransfer.training.lora import merge_lora
+
+        model = merge_lora(model)
     num_classes = int(model.output_shape[-1])
     if class_names is not None:
         class_names = [str(name) for name in class_names]
@@ -496,7 +505,7 @@ def export(model, path, *, version=None, class_names=None, top_k=None, tflite=No
         if requires is not None:
             manifest["serving_requires"] = requires
         imports = [package.replace("-", "_") for package in requirements]
-        parity_diff = (parity_check(temporary, model, samples, imports=imports) if parity
+        parity_diff = (parity_check(temporary, adapted, samples, imports=imports) if parity
                        else None)
         manifest["parity_max_abs_diff"] = parity_diff
         tflite_results = {}

@@ -4,7 +4,13 @@ distillation, L2-SP anchoring and LoRA."""
 from tftransfer.training.anchoring import L2SP, anchor_penalty, anchor_to_pretrained
 from tftransfer.training.distillation import Distiller, distill
 from tftransfer.training.freezing import backbone_blocks, find_backbone, freeze, unfreeze
-from tftransfer.training.lora import enable_lora, lora_parameter_count
+from tftransfer.training.lora import (
+    enable_lora,
+    load_lora_weights,
+    lora_parameter_count,
+    merge_lora,
+    save_lora_weights,
+)
 from tftransfer.training.lr_finder import LearningRateFinderResult, find_learning_rate
 from tftransfer.training.precision import apply_policy, resolve_mixed_precision
 from tftransfer.training.schedules import WarmupCosine
@@ -27,7 +33,10 @@ __all__ = [
     "find_learning_rate",
     "fit",
     "freeze",
+    "load_lora_weights",
     "lora_parameter_count",
+    "merge_lora",
     "resolve_mixed_precision",
+    "save_lora_weights",
     "unfreeze",
 ]

@@ -14,9 +14,13 @@ scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`).
 Transformer text backbones (`tftransfer.backbones.TextBackbone`) have no
 BatchNorm; their blocks are the encoder layers (the backbone carries its own
 `block_pattern`), the embeddings are the stem, and inference mode keeps their
-dropout off. When LoRA is enabled on a backbone (`enable_lora()`), unfreezing
-opens only the LoRA weights of the chosen blocks: the pretrained kernels stay
-as they are.
+dropout off. KerasHub image transformers (`KerasHubImageBackbone`: ViT,
+DeiT, DINOv2, Swin, MiT) work the same way, their encoder layers being the
+blocks even where KerasHub nests them in one encoder layer. LayerNorm, the
+transformers' normalization, keeps no moving statistics: there is nothing
+to freeze in it beyond its weights, which follow their block. When LoRA is
+enabled on a backbone (`enable_lora()`), unfreezing opens only the LoRA
+weights of the chosen blocks: the pretrained kernels stay as they are.
 """
 
 import math
@@ -118,6 +122,8 @@ def backbone_blocks(model, backbone=None):
         layer = model  # a backbone itself
     else:
         layer = find_backbone(model, backbone)
+    if hasattr(layer, "block_layers"):
+        return [(block, [unit.name for unit in units]) for block, units in layer.block_layers()]
     spec = find_spec_for_model_name(layer.name)
     pattern = getattr(layer, "block_pattern", None)
     if spec is None and pattern is not None and isinstance(layer, keras.Model):
@@ -140,6 +146,28 @@ def backbone_blocks(model, backbone=None):
     for name, block in zip(names, layer_blocks):
         grouped[block].append(name)
     return [(block, grouped[block]) for block in block_names]
+
+
+def block_layer_objects(model, backbone=None):
+    """`[(block name, [layers])]` of a classifier's backbone, bottom to top.
+
+    The layers themselves, not their names: a KerasHub image transformer's
+    blocks are nested inside its encoder layer, where `get_layer()` does not
+    reach.
+
+    Example:
+
+    >>> import tftransfer
+    >>> from tftransfer.training.freezing import block_layer_objects
+    >>> model = tftransfer.build_classifier("MobileNetV2", 2, image_size=32, weights=None)
+    >>> block_layer_objects(model)[-1][1][0].name
+    'block_16_expand'
+    """
+    layer = find_backbone(model, backbone)
+    if hasattr(layer, "block_layers"):
+        return layer.block_layers()
+    return [(block, [layer.get_layer(name) for name in names])
+            for block, names in backbone_blocks(model, layer)]
 
 
 def freeze(model, *, backbone=None):
@@ -184,8 +212,9 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
         blocks: int. Unfreeze the top `blocks` named blocks of a registered
             backbone (see `tftransfer.backbone_info(name).blocks`), with the
             layers that follow them (the final convolution, for instance);
-            for a text backbone, the top `blocks` encoder layers (and BERT's
-            pooler when the model uses it), the embeddings being the stem.
+            for a text backbone or a KerasHub image transformer, the top
+            `blocks` encoder layers (and what follows them: BERT's pooler, a
+            ViT's final LayerNorm), the embeddings being the stem.
         layers: int. Unfreeze the top `layers` layers of `backbone.layers`
             (as `base_model.layers[-layers:]` in the Keras guide).
         fraction: float. In [0, 1]: unfreeze that fraction of the layers,
@@ -238,8 +267,15 @@ def unfreeze(model, *, blocks=None, layers=None, fraction=None, freeze_batch_nor
                 f"blocks: {blocks} is more than the {len(named)} blocks of {layer.name!r} "
                 f"({named[0][0]} ... {named[-1][0]}); pass blocks <= {len(named)}."
             )
-        top = {name for block, names in named[len(named) - blocks:] for name in names}
-        selected = [sublayer for sublayer in sublayers if sublayer.name in top]
+        if hasattr(layer, "block_units"):
+            # Blocks nested in an encoder layer: open and close its children one by one.
+            sublayers = layer.block_units()
+            top = {id(unit) for _, units in layer.block_layers()[len(named) - blocks:]
+                   for unit in units}
+            selected = [unit for unit in sublayers if id(unit) in top]
+        else:
+            top = {name for block, names in named[len(named) - blocks:] for name in names}
+            selected = [sublayer for sublayer in sublayers if sublayer.name in top]
     elif layers is not None:
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
             raise ValueError(f"layers: expected a non-negative int; received {layers!r}.")

@@ -10,7 +10,7 @@ import functools
 
 import keras
 
-from tftransfer.training.freezing import backbone_blocks, find_backbone
+from tftransfer.training.freezing import block_layer_objects, find_backbone
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,9 +63,9 @@ def discriminative_multipliers(model, decay):
     if not isinstance(backbone, keras.Model):
         return [(variable, decay) for variable in backbone.trainable_weights]
     pairs = []
-    named = backbone_blocks(model)
-    for depth, (_, names) in enumerate(reversed(named), start=1):
-        for name in names:
-            for variable in backbone.get_layer(name).trainable_weights:
+    named = block_layer_objects(model)
+    for depth, (_, layers) in enumerate(reversed(named), start=1):
+        for layer in layers:
+            for variable in layer.trainable_weights:
                 pairs.append((variable, decay ** depth))
     return pairs

@@ -161,7 +161,7 @@ class Trainer:
                  jit_compile="auto", cache_features="auto", checkpoint_dir=None, callbacks=None,
                  early_stopping_patience="auto", tensorboard=False, strategy=None, batch_size=32,
                  discriminative_lr=None, anchor_to_pretrained=None, seed=1337,
-                 verbose="auto", packed_labels=False, revert_diverged=True):
+                 verbose="auto", packed_labels=False, revert_diverged=True, lora_rank=None):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model: expected a keras.Model; received {type(model).__name__}.")
         head_epochs = _check_epochs(head_epochs, "head_epochs", allow_auto=True)
@@ -227,6 +227,10 @@ class Trainer:
         self.metrics = metrics if metrics is not None else self._default_metrics()
         self._check_loss()
 
+        if lora_rank is not None:
+            from tftransfer.training.lora import enable_lora
+
+            enable_lora(model, lora_rank, verbose=bool(self.verbose))
         self.policy = resolve_mixed_precision(mixed_precision)
         if self.policy != "float32" and model_policy(model) == "float32":
             apply_policy(model, self.policy)
@@ -706,7 +710,7 @@ def fit(model, data, *, validation_data=None, head_epochs="auto", fine_tune_epoc
         cache_features="auto", checkpoint_dir=None, callbacks=None,
         early_stopping_patience="auto", tensorboard=False, strategy=None, batch_size=32,
         discriminative_lr=None, anchor_to_pretrained=None, seed=1337, verbose="auto",
-        revert_diverged=True):
+        revert_diverged=True, lora_rank=None):
     """Trains a classifier for transfer: the head first, then fine-tuning.
 
     Phase 1 freezes the backbone and trains the head at `head_learning_rate`
@@ -798,6 +802,13 @@ def fit(model, data, *, validation_data=None, head_epochs="auto", fine_tune_epoc
             at 3e-3): put the head phase's weights back, warn with a lower
             rate to try, and set `TrainingResult.fine_tune_reverted`.
             Defaults to `True`.
+        lora_rank: int or None. Train low-rank adapters (LoRA, rank
+            `lora_rank`) on the query and value projections of a transformer
+            backbone (KerasHub text or image) instead of its weights: the
+            fine-tuning phase opens the LoRA factors of the top
+            `unfreeze_blocks` blocks, and the head trains as usual. Prints
+            the trainable parameter count. See
+            `tftransfer.training.enable_lora()`. Defaults to None (off).
 
     Returns:
         A `TrainingResult`.
@@ -826,7 +837,7 @@ def fit(model, data, *, validation_data=None, head_epochs="auto", fine_tune_epoc
         early_stopping_patience=early_stopping_patience, tensorboard=tensorboard,
         strategy=strategy, batch_size=batch_size, discriminative_lr=discriminative_lr,
         anchor_to_pretrained=anchor_to_pretrained, seed=seed, verbose=verbose,
-        revert_diverged=revert_diverged,
+        revert_diverged=revert_diverged, lora_rank=lora_rank,
     ).run()
     check = getattr(data, "file_check", None)
     if check is not None and check.done:
