@@ -21,7 +21,7 @@ from tftransfer import backbones, checkpoints, data, datasets, evaluation, heads
 # `tftransfer.export` is the export function; the export package's helpers are
 # re-exported here by name.
 from tftransfer.export import ExportResult, export, load_model, rest_request_body, tflite_predict
-from tftransfer.evaluation import EvaluationResult, evaluate
+from tftransfer.evaluation import EvaluationResult, evaluate, explain
 from tftransfer.backbones import BackboneInfo, BackboneSpec, backbone_info, list_backbones
 from tftransfer.models import build_classifier, build_text_classifier
 from tftransfer.training import (
@@ -72,6 +72,7 @@ __all__ = [
     "distill",
     "evaluate",
     "evaluation",
+    "explain",
     "export",
     "find_backbone",
     "find_learning_rate",
