@@ -40,7 +40,7 @@ from tftransfer.training import (
 __version__ = "0.1.0"
 
 _LAZY = {"tune": "tftransfer.tuning", "TransferHyperModel": "tftransfer.tuning",
-         "TuningResult": "tftransfer.tuning"}
+         "TuningResult": "tftransfer.tuning", "rank_backbones": "tftransfer.selection"}
 
 
 def __getattr__(name):
@@ -82,6 +82,7 @@ __all__ = [
     "layers",
     "list_backbones",
     "load_model",
+    "rank_backbones",
     "rest_request_body",
     "tflite_predict",
     "training",
