@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -501,3 +502,79 @@ def test_cross_validation_keeps_fits_defaults_unless_beaten_on_every_fold():
         "val_loss") == (defaults, True)
     assert _keep_defaults_unless_beaten(defaults, defaults, [], "val_accuracy") == (defaults,
                                                                                    True)
+
+
+def _cache_files(folder):
+    """Every array of every cache file in `folder`: {file: {key: array}}."""
+    return {name: dict(np.load(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
+            if name.endswith(".npz")}
+
+
+def _one_trial_caches(backbone, data, cache_dir):
+    """Runs one trial (head on cached features, one open block) and returns its caches."""
+    import keras
+    import keras_tuner as kt
+
+    keras.utils.set_random_seed(0)
+    hypermodel = tftransfer.TransferHyperModel(
+        backbone, data, head_epochs=1, fine_tune_epochs=1, seed=5, cache_dir=str(cache_dir),
+        search_space={"head_learning_rate": [1e-3], "dropout_rate": [0.0],
+                      "unfreeze_blocks": [1], "fine_tune_learning_rate": [1e-3]})
+    hp = kt.HyperParameters()
+    hp.Fixed("unfreeze_blocks", 1)
+    hypermodel.fit(hp, hypermodel.build(hp))
+    keras.backend.clear_session()
+    return _cache_files(cache_dir)
+
+
+@pytest.mark.slow
+def test_a_cache_made_from_other_data_or_another_backbone_is_rebuilt(tmp_path):
+    # The caches under one folder, then the same folder with one thing changed: what
+    # is there afterwards must be what an empty folder gets for the new inputs.
+    import keras
+
+    from tftransfer.backbones.embedded import architecture
+
+    def backbone(seed):  # the same architecture and name, other weights
+        keras.utils.set_random_seed(seed)
+        return architecture((16, 16, 3))
+
+    def data(x, y):  # no hold-out: a swap of two labels keeps every split's pixel sums
+        return tftransfer.data.from_arrays(x, y, validation_split=0.0, batch_size=16, seed=0)
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (48, 16, 16, 3)).astype("float32")
+    y = np.arange(48) % 2
+    other_x = rng.uniform(0, 255, x.shape).astype("float32")
+    swapped = y.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # two labels swapped: the same counts, sums and images
+    shared = tmp_path / "shared"
+    first = _one_trial_caches(backbone(1), data(x, y), shared)
+    assert {"features.npz", "activations.npz"} <= set(first) and len(first) == 3  # + a head
+    # Each step changes one thing from the step before: (backbone seed, images, labels).
+    # Each run gets its own objects, as a new process would.
+    changes = {"two labels swapped": (1, x, swapped), "other backbone weights": (2, x, swapped),
+               "other images": (2, other_x, swapped)}
+    for change, (seed, images, labels) in changes.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rebuilt = _one_trial_caches(backbone(seed), data(images, labels), shared)
+        fresh = _one_trial_caches(backbone(seed), data(images, labels),
+                                  tmp_path / change.replace(" ", "_"))
+        assert set(rebuilt) == set(fresh), change
+        for name, arrays in fresh.items():
+            for key, value in arrays.items():
+                np.testing.assert_array_equal(rebuilt[name][key], value,
+                                              err_msg=f"{change}: {name}[{key}]")
+        assert not all(np.array_equal(first["features.npz"][key], value)
+                       for key, value in rebuilt["features.npz"].items()), change
+        assert [w for w in caught if "rebuilding them" in str(w.message)], \
+            f"{change}: rebuilt without saying so"
+        first = rebuilt
+    # Nothing changed: the caches are read, not rebuilt (no warning, the same files).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = _one_trial_caches(backbone(2), data(other_x, swapped), shared)
+    assert not [w for w in caught if "rebuilding them" in str(w.message)]
+    assert {name: sorted(arrays) for name, arrays in again.items()} == \
+        {name: sorted(arrays) for name, arrays in first.items()}

@@ -5,6 +5,7 @@ ValueError or TypeError whose message names that argument, so a user reads
 what to fix instead of a traceback from deep inside TensorFlow.
 """
 
+import re
 import types
 
 import numpy as np
@@ -59,8 +60,8 @@ CASES = [
     ("fit", lambda c: tftransfer.fit("not a model", c.bundle), "model"),
     ("fit", lambda c: tftransfer.fit(c.model, None), "data"),
     ("fit", lambda c: tftransfer.fit(c.model, (c.x,)), "data"),
-    ("fit", lambda c: tftransfer.fit(c.model, (c.x, c.y[:-1])), "y"),
-    ("fit", lambda c: tftransfer.fit(c.model, (c.x, c.y + 7)), "label"),
+    ("fit", lambda c: tftransfer.fit(c.model, (c.x, c.y[:-1])), "data"),
+    ("fit", lambda c: tftransfer.fit(c.model, (c.x, c.y + 7)), "data"),
     ("fit", lambda c: tftransfer.fit(c.model, c.bundle, head_epochs=-1), "head_epochs"),
     ("fit", lambda c: tftransfer.fit(c.model, c.bundle, head_epochs=1.5), "head_epochs"),
     ("fit", lambda c: tftransfer.fit(c.model, c.bundle, fine_tune_epochs="3"),
@@ -289,7 +290,8 @@ def context(tmp_path_factory):
 def test_bad_input_raises_a_clear_error_naming_the_argument(context, function, call, argument):
     with pytest.raises((ValueError, TypeError)) as raised:
         call(context)
-    assert argument in str(raised.value), (
+    # The name as a word: "x" must not pass on the x of "expected".
+    assert re.search(rf"\b{re.escape(argument)}\b", str(raised.value)), (
         f"{function}: the error does not name {argument!r}: "
         f"{type(raised.value).__name__}: {raised.value}")
 

@@ -9,7 +9,8 @@ the same way the tests' checks run it again:
 - tune: `tftransfer.tune` of 3 trials (keras-tuner state, head and
   activation caches);
 - export: exports one version after another (SavedModel, warmup file,
-  manifest, models.config);
+  manifest, models.config), printing `EXPORTING` before each and
+  `PUBLISHED <version> <seconds>` once it is in place;
 - features: a disk feature cache and a tf.data file cache, rebuilt in a loop.
 """
 
@@ -115,9 +116,16 @@ def main(mode, folder):
     elif mode == "tune":
         tune(folder)
     elif mode == "export":
+        # The test times its kill from these lines: it waits for the first version to be
+        # published and kills during the next export.
+        import time
+
         model = exported_model()
         while True:
-            export(folder, model)
+            start = time.monotonic()
+            print("EXPORTING", flush=True)
+            result = export(folder, model)
+            print(f"PUBLISHED {result.version} {time.monotonic() - start:.3f}", flush=True)
     elif mode == "features":
         while True:
             features(folder)

@@ -108,15 +108,45 @@ def find_learning_rate(model, data, *, min_learning_rate=1e-7, max_learning_rate
     if previous is not None:
         model.compile(optimizer=previous[0].__class__.from_config(previous[0].get_config()),
                       loss=previous[1])
-    if len(losses) < 3:
-        suggestion = learning_rates[0] if learning_rates else min_learning_rate
-    else:
-        slopes = np.gradient(np.asarray(losses), np.log10(learning_rates))
-        suggestion = float(learning_rates[int(np.argmin(slopes))])
+    suggestion = (steepest_descent(learning_rates, losses) if learning_rates
+                  else min_learning_rate)
     result = LearningRateFinderResult(learning_rates, losses, suggestion)
     if plot_path is not None:
         result.plot_path = _plot(result, os.fspath(plot_path))
     return result
+
+
+def steepest_descent(learning_rates, losses):
+    """The learning rate where `losses` falls fastest against log learning rate.
+
+    The slope at each point is the central difference of the loss against
+    `log10(learning_rate)` (one-sided at both ends); the suggestion is the
+    rate of the most negative slope. Fewer than 3 points have no slope to
+    speak of: the first rate is returned.
+
+    Args:
+        learning_rates: sequence of float, increasing (a range test's rates).
+        losses: sequence of float, the loss at each rate.
+
+    Returns:
+        A float, one of `learning_rates`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> rates = np.logspace(-6, 0, 61)
+    >>> losses = 2 - np.tanh(np.log10(rates) + 3)   # falls fastest at 1e-3
+    >>> float(f"{steepest_descent(rates, losses):.3g}")
+    0.001
+    """
+    if len(learning_rates) != len(losses) or not len(losses):
+        raise ValueError("learning_rates and losses: expected two sequences of the same, "
+                         f"non-zero length; received {len(learning_rates)} and {len(losses)}.")
+    if len(losses) < 3:
+        return float(learning_rates[0])
+    slopes = np.gradient(np.asarray(losses, dtype=np.float64),
+                         np.log10(np.asarray(learning_rates, dtype=np.float64)))
+    return float(learning_rates[int(np.argmin(slopes))])
 
 
 def _plot(result, path):

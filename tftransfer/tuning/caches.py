@@ -151,21 +151,40 @@ class _SharedCaches:
 
 
 def _data_digest(dataset):
-    """An order-free digest of a dataset's content (shuffling does not change it)."""
+    """An order-free digest of a dataset's content (shuffling does not change it).
+
+    Each example's input and label are hashed together and the hashes summed
+    modulo 2**64: reordering the examples keeps the sum, while another image,
+    another text or a label moved from one example to another changes it (a
+    digest of pixel sums and label counts, as before, missed the last two).
+    """
     if dataset is None:
         return None
-    count, total, squares, labels = 0, 0.0, 0.0, {}
+    count, pairs, labels = 0, 0, {}
     for inputs, targets in dataset:
-        if getattr(inputs, "dtype", None) == "string":
-            # Texts: an order-free sum of each text's hash (and of its squares).
-            inputs = [int.from_bytes(hashlib.sha1(text).digest()[:6], "big") / 2 ** 48
-                      for text in np.asarray(inputs).ravel()]
-        values = np.asarray(inputs, dtype=np.float64) if not isinstance(inputs, dict) else \
-            np.concatenate([np.asarray(v, np.float64).ravel() for v in inputs.values()])
-        count += len(targets)
-        total += float(values.sum())
-        squares += float(np.square(values).sum())
-        for label, number in zip(*np.unique(np.asarray(targets), return_counts=True)):
+        parts = ([inputs[key] for key in sorted(inputs)] if isinstance(inputs, dict)
+                 else [inputs]) + [targets]
+        parts = [np.asarray(part) for part in parts]
+        for index in range(len(parts[-1])):
+            digest = hashlib.sha1()
+            for part in parts:
+                _hash_value(digest, part[index])
+            pairs = (pairs + int.from_bytes(digest.digest()[:8], "big")) % 2 ** 64
+        count += len(parts[-1])
+        for label, number in zip(*np.unique(parts[-1], return_counts=True)):
             labels[str(label)] = labels.get(str(label), 0) + int(number)
-    return {"examples": count, "sum": float(f"{total:.8g}"), "squares": float(f"{squares:.8g}"),
-            "labels": dict(sorted(labels.items()))}
+    return {"examples": count, "pairs": f"{pairs:016x}", "labels": dict(sorted(labels.items()))}
+
+
+def _hash_value(digest, value):
+    """Feeds one example's part (an array, or a text as bytes) to `digest`."""
+    if isinstance(value, bytes):
+        digest.update(value + b"\0")
+        return
+    value = np.asarray(value)
+    if value.dtype == object:  # texts (tf.string)
+        for text in value.ravel():
+            digest.update(bytes(text) + b"\0")
+    else:
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
