@@ -45,6 +45,12 @@ class TuningResult:
         kept_defaults: bool. The choice is `fit`'s defaults (the first
             trial): with cross-validation, the best other trial did not score
             at least as well on every fold and better on average.
+        backbone: the chosen candidate's name, when `tune()` was given
+            several backbones (else None).
+        ranking: `tftransfer.selection.RankingResult` or None. How the
+            candidates ranked before the search (several backbones).
+        searches: dict or None. `{candidate: TuningResult}` of every
+            candidate searched (several backbones).
     """
 
     best_model: Optional[keras.Model]
@@ -59,6 +65,9 @@ class TuningResult:
     budget: Optional[dict] = None
     refit_training: Optional[object] = None
     kept_defaults: bool = False
+    backbone: Optional[object] = None
+    ranking: Optional[object] = None
+    searches: Optional[Dict[str, object]] = None
 
 
 def _refit(hypermodel, data, values, arrays, *, head_epochs, fine_tune_epochs, seed, verbose):

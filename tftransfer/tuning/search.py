@@ -93,7 +93,7 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
          objective="val_accuracy", directory="tuning", project_name=None, overwrite=False,
          head_epochs="auto", fine_tune_epochs="auto", folds="auto", refit="auto",
          executions_per_trial=1, weights="imagenet", isolate_trials=False, seed=1337,
-         verbose=0, activation_cache_mb=1024):
+         verbose=0, activation_cache_mb=1024, keep=2, rank_method="logme"):
     """Searches freeze depth and learning rates with keras-tuner, sharing the head phase.
 
     The first trial is `fit()`'s defaults (the whole backbone, BatchNorm
@@ -128,7 +128,12 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             text encoder as in `build_text_classifier()` when the data's
             inputs are strings (every trial then takes raw strings). Every
             trial starts from the same pretrained weights, and a Keras
-            object you pass is left as it was.
+            object you pass is left as it was. A list (or a dict naming
+            them) of several: they are ranked on `data` first
+            (`tftransfer.selection.rank_backbones`, by `rank_method`), the
+            top `keep` are searched with `max_trials` split between them,
+            and the best search is returned, with `ranking` and `searches`
+            set (`tftransfer.tuning.backbone_choice`).
         data: `DatasetBundle` with a validation split, or an `(x, y)` pair
             of images (or texts) and integer labels as `fit()` takes: folds are
             drawn from them (or a seeded 20 % validation split, from 1,000
@@ -178,6 +183,10 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
             search, for the depths whose activations fit in this many MB
             (train and validation splits together). `0` turns it off.
             Defaults to `1024`.
+        keep: int. With several backbones: how many of the best-ranked are
+            searched. Defaults to `2`.
+        rank_method: str. With several backbones: `"logme"`, `"knn"` or
+            `"probe"`. Defaults to `"logme"`.
 
     Returns:
         A `TuningResult`.
@@ -193,6 +202,16 @@ def tune(backbone, data, *, search_space=None, tuner="random", max_trials=10,
     >>> result.selection, result.refit, result.best_model.output_shape
     ('3-fold cross-validation', True, (None, 2))
     """
+    if isinstance(backbone, (list, tuple, dict)):
+        from tftransfer.tuning.backbone_choice import tune_backbones
+
+        return tune_backbones(
+            backbone, data, max_trials=max_trials, project_name=project_name, weights=weights,
+            verbose=verbose, search_space=search_space, tuner=tuner, objective=objective,
+            directory=directory, overwrite=overwrite, head_epochs=head_epochs,
+            fine_tune_epochs=fine_tune_epochs, folds=folds, refit=refit,
+            executions_per_trial=executions_per_trial, isolate_trials=isolate_trials, seed=seed,
+            activation_cache_mb=activation_cache_mb, keep=keep, rank_method=rank_method)
     directory = checks.check_path(directory, "directory")
     _check_choices(max_trials, tuner, objective)
     data, given = _as_bundle(data, objective, refit, seed)
