@@ -1,5 +1,6 @@
 """The `tftransfer` command, on a real folder dataset (the shipped demo set)."""
 
+import argparse
 import json
 import os
 import shutil
@@ -206,3 +207,115 @@ def test_predict_names_bad_files_on_an_export_without_valid(tmp_path):
     with pytest.raises(cli.UsageError, match=r"1 file\(s\) do not decode.*bad\.png'$"):
         cli.predict_files(OldExport(), ["a", "b"], [str(good), str(bad)])
     assert cli.predict_files(OldExport(), ["a", "b"], [str(good)], top_k=1)[0]["scores"] == [0.5]
+
+
+def _subcommands():
+    parser = cli.build_parser()
+    (commands,) = [action for action in parser._actions
+                   if isinstance(action, argparse._SubParsersAction)]
+    return commands.choices
+
+
+def test_every_flag_has_help_that_shows_its_default():
+    for name, parser in _subcommands().items():
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.option_strings == ["-h", "--help"]:
+                continue
+            flag = action.option_strings[-1]
+            assert action.help, f"{name} {flag} has no help"
+            assert "default:" in parser._get_formatter()._format_action(action), (name, flag)
+        assert "(default: None)" not in text, name
+    train = _subcommands()["train"].format_help()
+    assert "(default: auto)" in " ".join(train.split())  # --head-epochs: fit's own budget
+
+
+def _copy_with_a_broken_file(folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    broken = data / "train" / "bag" / "notes.png"
+    broken.write_text("not an image")
+    return data, broken
+
+
+@pytest.mark.slow
+def test_train_piped_prints_one_line_per_epoch_and_one_line_warnings(folder, tmp_path, capsys):
+    data, broken = _copy_with_a_broken_file(folder, tmp_path)
+    # Random weights and a learning rate too small to learn anything: a result at chance.
+    assert cli.main(["train", str(data), "--weights", "none", "--head-epochs", "2",
+                     "--fine-tune-epochs", "1", "--head-learning-rate", "1e-9",
+                     "--fine-tune-learning-rate", "1e-9", "--seed", "0",
+                     "--output", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    for control in ("\x1b", "\r", "\x08", "━"):
+        assert control not in captured.out, repr(control)
+    epochs = [line for line in out if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2", "epoch 3/3"]
+    assert all("accuracy" in line and "loss" in line for line in epochs)
+    assert "head phase: epochs 1-2" in out and "fine-tuning: epochs 3-3" in out
+    assert not any(line.startswith("Epoch ") for line in out)  # no Keras progress lines
+    err = captured.err.strip().splitlines()
+    assert all(line.startswith("tftransfer: warning: ") for line in err), captured.err
+    (skipped,) = [line for line in err if "unreadable" in line]
+    assert str(broken) in skipped and "UserWarning" not in captured.err
+    (chance,) = [line for line in err if "near chance" in line]
+    assert "--head-epochs" in chance and "--weights imagenet" in chance
+
+
+def test_chance_warning_only_near_chance():
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((3,))
+    identity = keras.Model(inputs, keras.layers.Activation("linear")(inputs))
+    labels = np.arange(30) % 3
+    right = np.eye(3, dtype="float32")[labels] * 0.9 + 0.1 / 3
+    assert cli.chance_warning(tftransfer.evaluate(identity, (right, labels))) is None
+    constant = np.tile(np.array([[0.5, 0.3, 0.2]], "float32"), (30, 1))
+    note = cli.chance_warning(tftransfer.evaluate(identity, (constant, labels)), "test")
+    assert note.startswith("test accuracy 0.333 is near chance (0.333")
+
+
+@pytest.mark.slow
+def test_train_with_every_default_on_the_shipped_demo_folder(tmp_path, capsys):
+    """The acceptance of issue 23: `tftransfer train <demo train folder> --backbone
+    FashionCNN`, every other option at its default, reaches the demo's accuracy (0.908
+    measured) on the shipped test images."""
+    train = tftransfer.datasets.demo_target_folder("train")
+    test = tftransfer.datasets.demo_target_folder("test")
+    run = tmp_path / "run"
+    assert cli.main(["train", train, "--backbone", "FashionCNN", "--output", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "near chance" not in captured.err
+    assert "top-5" not in captured.out  # five classes: top-5 accuracy would always be 1
+    assert "top-5" not in (run / "report" / "model_card.md").read_text()
+    assert cli.main(["evaluate", str(run / "model.keras"), test, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["count"] == 500 and figures["top_k"] is None
+    assert figures["accuracy"] >= 0.85, figures["accuracy"]
+
+
+def test_a_quiet_session_drops_only_the_known_lines():
+    from tftransfer import _startup
+
+    patterns = _startup.noise_patterns(has_nvidia_driver=False)
+    assert _startup.is_noise("W0000 00:00:1796032957.410199    1587 "
+                             "tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.", patterns)
+    assert not _startup.is_noise("Traceback (most recent call last):", patterns)
+    cuinit = ("E0000 00:00:1796032935.647198    1587 cuda_platform.cc:52] failed call to cuInit: "
+              "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)")
+    assert _startup.is_noise(cuinit, patterns)
+    assert not _startup.is_noise(cuinit, _startup.noise_patterns(has_nvidia_driver=True))
+    script = ("import os, warnings\nimport tftransfer, tensorflow as tf\n"
+              "tf.constant(1.0) + 1\n"
+              "os.write(2, b'a real error\\n')\n"
+              "warnings.warn('Warning: tf.lite.Interpreter is deprecated and will be removed')\n"
+              "warnings.warn('a real warning')\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env={**_without_tf_logging_settings(),
+                                           "TFTRANSFER_QUIET": "1"})
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[0] == "a real error" and "UserWarning: a real warning" in lines[1], run.stderr
+    assert [line for line in lines if "a real" not in line] == [], run.stderr  # nothing else

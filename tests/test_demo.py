@@ -38,6 +38,11 @@ def test_demo_command_beats_the_keras_io_recipe_exports_and_checks(tmp_path, cap
     # 0.847).
     assert transfer > keras_head and transfer > keras_tuned + 0.03
     assert transfer > scratch + 0.03
+    # Piped (capsys is not a terminal): one plain line per phase and epoch, no progress bars.
+    for control in ("\x1b", "\r", "\x08", "━"):
+        assert control not in out, repr(control)
+    assert re.search(r"^head phase: epochs 1-\d+$", out, re.M)
+    assert re.search(r"^epoch 1/\d+: accuracy [0-9.]+, loss", out, re.M)
     assert "EfficientNetLite0 with ImageNet weights" in out
     assert os.path.isfile(tmp_path / "saved" / "1" / "saved_model.pb")
     assert "fresh process:" in out and "docker run" in out
@@ -53,7 +58,8 @@ def test_demo_command_beats_the_keras_io_recipe_exports_and_checks(tmp_path, cap
 def test_cli_backbones_list_and_info(capsys):
     assert cli.main(["backbones", "list"]) == 0
     listed = capsys.readouterr().out.split()
-    assert "EfficientNetB0" in listed and "FashionCNN" in listed and len(listed) == 44
+    assert "EfficientNetB0" in listed and "FashionCNN" in listed
+    assert "kerashub:dinov2_small" in listed and len(listed) == len(tftransfer.list_backbones())
     assert cli.main(["backbones", "info", "mobilenetv2"]) == 0
     out = capsys.readouterr().out
     assert "feature dimension: 1280" in out and "block_16" in out

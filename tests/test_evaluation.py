@@ -116,3 +116,15 @@ def test_plot_history_marks_the_phase_boundary(tmp_path, monkeypatch):
     assert lines == [2.5, 2.5]  # between epoch 2 (head) and 3 (fine-tuning), on both plots
     with pytest.raises(ValueError, match="history"):
         tftransfer.evaluation.plot_history({"phase": ["head"]}, tmp_path / "x.png")
+
+
+def test_top_k_only_below_the_number_of_classes(tmp_path):
+    # Three classes: top-3 accuracy is always 1, so it is not reported at all.
+    result = evaluate(_identity(), (PROBABILITIES, LABELS), top_k=3)
+    assert result.top_k is None and result.top_k_accuracy is None
+    assert "top-" not in str(result) and result.to_dict()["top_k"] is None
+    assert "top-" not in open(write_report(str(tmp_path / "none"), result)).read()
+    result = evaluate(_identity(), (PROBABILITIES, LABELS), top_k=2)
+    assert "top-2 accuracy 0.8333" in str(result)
+    assert "| top-2 accuracy | 0.8333 |" in open(write_report(str(tmp_path / "two"),
+                                                              result)).read()

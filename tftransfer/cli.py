@@ -5,6 +5,11 @@ dependency). Every subcommand has `--help`. A user mistake (a missing
 folder, an unknown backbone, a bad config file) prints one line,
 `tftransfer: error: ...`, and exits with code 2; tracebacks are for bugs.
 
+Every flag's help shows its default (`tftransfer train --help`). Warnings are
+one line each, `tftransfer: warning: ...`, on stderr. When stdout is not a
+terminal (a pipe, a log file), training prints one plain line per epoch
+instead of progress bars.
+
 Options of `train` and `tune` can also come from a YAML or JSON file
 (`--config run.yaml`, parsed with `yaml.safe_load` / `json.load`, never
 executed); flags given on the command line win over the file.
@@ -14,6 +19,8 @@ import argparse
 import json
 import os
 import sys
+import time
+import warnings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
@@ -22,11 +29,113 @@ class UsageError(Exception):
     """A user mistake: reported as one line, exit code 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless its help already says it or it has none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default:" in text or "%(default)" in text or not action.option_strings:
+            return text
+        if action.default is argparse.SUPPRESS or action.default is None:
+            return text
+        if action.default is False:  # a switch
+            return f"{text} (default: off)"
+        return f"{text} (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its own errors reported as one line."""
+    """argparse, with its own errors reported as one line and defaults in the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` for the command: one `tftransfer: warning:` line, no source."""
+    text = " ".join(str(message).split())
+    text = text[len("tftransfer: "):] if text.startswith("tftransfer: ") else text
+    print(f"tftransfer: warning: {text}", file=sys.stderr, flush=True)
+
+
+def _epoch_lines():
+    """A Keras callback that prints one plain line per epoch (for a pipe or a log file)."""
+    import keras
+
+    class EpochLines(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.announce = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.announce:
+                self.announce = False
+                print(f"{_phase_name(self.model)}: epochs {epoch + 1}-{self.params['epochs']}",
+                      flush=True)
+            self.start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            figures = ", ".join(f"{name} {float(value):.4f}" for name, value in (logs or {}).items()
+                                if name != "learning_rate" and _is_number(value))
+            print(f"epoch {epoch + 1}/{self.params['epochs']}: {figures} "
+                  f"({time.time() - self.start:.1f} s)", flush=True)
+
+    return EpochLines()
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _phase_name(model):
+    """The phase's name: the head phase while the backbone is frozen, else fine-tuning."""
+    import tftransfer
+
+    try:
+        backbone = tftransfer.find_backbone(model)
+    except (TypeError, ValueError):  # the head alone, on cached backbone features
+        return "head phase"
+    return "fine-tuning" if backbone.trainable_weights else "head phase"
+
+
+def _progress():
+    """`(verbose, callbacks)` for fit: Keras' bars on a terminal, plain lines elsewhere."""
+    if sys.stdout.isatty():
+        return 1, []
+    return 0, [_epoch_lines()]
+
+
+def chance_warning(evaluation, split="validation"):
+    """A warning when an evaluation is near chance, saying what to change; else None.
+
+    Near chance: below the majority class's share plus a quarter of the way from there
+    to 1 (0.40 for five balanced classes).
+
+    Example:
+
+    >>> import numpy as np, tftransfer
+    >>> from tftransfer.cli import chance_warning
+    >>> model = tftransfer.build_classifier("FashionCNN", 5, weights=None)
+    >>> x, y = np.zeros((10, 32, 32, 3)), np.arange(10) % 5
+    >>> print(chance_warning(tftransfer.evaluate(model, (x, y)))[:45])
+    validation accuracy 0.200 is near chance (0.2
+    """
+    supports = [row["support"] for row in evaluation.per_class.values()]
+    chance = max(supports) / max(sum(supports), 1)
+    if evaluation.accuracy >= chance + 0.25 * (1.0 - chance):
+        return None
+    return (f"{split} accuracy {evaluation.accuracy:.3f} is near chance ({chance:.3f}, the "
+            f"largest class's share of {len(supports)} classes): the model learned little. "
+            "Try more epochs (--head-epochs, --fine-tune-epochs), pretrained weights "
+            "(--weights imagenet), a lower learning rate if the loss rose "
+            "(--head-learning-rate, --fine-tune-learning-rate), and check that each class "
+            "folder holds its own images.")
 
 
 # --- config files --------------------------------------------------------------------------
@@ -251,6 +360,7 @@ def _cmd_train(args):
     size = _image_size(settings)
     data = load_data(args.data, settings, image_size=size)
     weights = None if str(settings["weights"]).lower() == "none" else settings["weights"]
+    verbose, callbacks = _progress()
     try:
         model = tftransfer.build_classifier(settings["backbone"], data.num_classes,
                                             image_size=size, weights=weights,
@@ -264,7 +374,8 @@ def _cmd_train(args):
                                                "fine_tune_learning_rate"),
             label_smoothing=float(settings["label_smoothing"]),
             mixed_precision=settings["mixed_precision"],
-            checkpoint_dir=settings["checkpoint_dir"], seed=int(settings["seed"]))
+            checkpoint_dir=settings["checkpoint_dir"], seed=int(settings["seed"]),
+            verbose=verbose, callbacks=callbacks)
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     output = settings["output"]
@@ -288,9 +399,12 @@ def _cmd_train(args):
         card = tftransfer.evaluation.write_report(
             report_dir, evaluation, training=result, export=export_result,
             backbone=settings["backbone"], data_description=args.data)
-        print(f"evaluation ({'test' if data.test is not None else 'validation'} split): "
-              f"{evaluation}")
+        split = "test" if data.test is not None else "validation"
+        print(f"evaluation ({split} split): {evaluation}")
         print(f"report {card}")
+        note = chance_warning(evaluation, split)
+        if note:
+            print(f"tftransfer: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -305,6 +419,7 @@ def _cmd_distill(args):
     size = _image_size({**settings, "backbone": settings["student"]})
     data = load_data(args.data, settings, image_size=size)
     weights = None if str(settings["weights"]).lower() == "none" else settings["weights"]
+    verbose, callbacks = _progress()
     try:
         student = tftransfer.build_classifier(settings["student"], data.num_classes,
                                               image_size=size, weights=weights)
@@ -315,7 +430,7 @@ def _cmd_distill(args):
             unfreeze_blocks=int(settings["unfreeze_blocks"]),
             head_learning_rate=float(settings["head_learning_rate"]),
             fine_tune_learning_rate=float(settings["fine_tune_learning_rate"]),
-            seed=int(settings["seed"]))
+            seed=int(settings["seed"]), verbose=verbose, callbacks=callbacks)
     except ValueError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     os.makedirs(settings["output"], exist_ok=True)
@@ -325,7 +440,11 @@ def _cmd_distill(args):
         json.dump(list(data.class_names), handle)
     print(f"saved {model_path}")
     if data.test is not None or data.validation is not None:
-        print(f"student evaluation: {tftransfer.evaluate(result.model, data)}")
+        evaluation = tftransfer.evaluate(result.model, data)
+        print(f"student evaluation: {evaluation}")
+        note = chance_warning(evaluation, "test" if data.test is not None else "validation")
+        if note:
+            print(f"tftransfer: warning: {note}", file=sys.stderr)
     return 0
 
 
@@ -602,8 +721,29 @@ NUMBER_FLAGS = {
 }
 
 
-def _numbers(parser, *names, words=None):
-    """Adds numeric flags; `words` maps a flag to a word it also takes ("auto", "all")."""
+NUMBER_HELP = {
+    "test-split": "fraction of the images held out for the final evaluation (a folder with "
+                  "train/ and test/ sub-folders uses its test/ instead)",
+    "head-epochs": "epochs of the head phase on the frozen backbone; auto: sized by the data "
+                   "(at least 300 optimizer steps and 2 epochs, at most 100)",
+    "fine-tune-epochs": "epochs of fine-tuning; auto: sized by the data (at least 100 "
+                        "optimizer steps and 2 epochs, at most 100)",
+    "unfreeze-blocks": "backbone blocks to fine-tune, counted from the top, or all "
+                       "(BatchNorm stays frozen)",
+    "head-learning-rate": "learning rate of the head phase",
+    "fine-tune-learning-rate": "learning rate of fine-tuning; auto: 1e-3 on image backbones, "
+                               "5e-5 on text encoders",
+    "dropout-rate": "dropout before the output layer",
+    "label-smoothing": "label smoothing of the cross-entropy",
+    "max-trials": "trials (configurations) to train",
+    "temperature": "how much the teacher's probabilities are softened (> 0)",
+    "seed": "random seed: data split, initialization, shuffling",
+}
+
+
+def _numbers(parser, options, *names, words=None):
+    """Adds numeric flags, their defaults from `options`; `words` maps a flag to a word it
+    also takes ("auto", "all")."""
     words = words or {}
     for name in names:
         kind = NUMBER_FLAGS[name]
@@ -612,20 +752,33 @@ def _numbers(parser, *names, words=None):
             kind = (lambda text, kind=kind, word=word:
                     word if text.strip().lower() == word else kind(text))
             kind.__name__ = f"{NUMBER_FLAGS[name].__name__} or '{word}'"
-        parser.add_argument(f"--{name}", type=kind)
+        default = options[name.replace("-", "_")]
+        parser.add_argument(f"--{name}", type=kind,
+                            help=f"{NUMBER_HELP[name]} (default: {default})")
 
 
-def _data_options(parser, *, backbone_flag="--backbone"):
-    parser.add_argument(backbone_flag, help="a registry name or tfhub:<handle> "
-                        "(default: FashionCNN, the embedded one)")
-    parser.add_argument("--weights", help="imagenet (the pretrained weights), none, or a file")
-    parser.add_argument("--image-size", type=int, help="default: the backbone's own size")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--validation-split", type=float)
-    parser.add_argument("--path-column", help="CSV data: the image path column")
-    parser.add_argument("--label-column", help="CSV data: the label column")
-    parser.add_argument("--tfds-data-dir", help="tfds:<name> data: the TFDS data_dir")
-    parser.add_argument("--config", help="a YAML or JSON file of options (flags win)")
+def _data_options(parser, options, *, backbone_flag="--backbone"):
+    name = backbone_flag.lstrip("-")
+    parser.add_argument(backbone_flag, help="a registry name (`tftransfer backbones list`) or "
+                        f"tfhub:<handle> (default: {options[name]}, the embedded one)")
+    parser.add_argument("--weights", help="imagenet (the backbone's pretrained weights; for "
+                        "FashionCNN its own embedded ones), none (random), or a weights file "
+                        f"(default: {options['weights']})")
+    parser.add_argument("--image-size", type=int, help="input size in pixels (default: the "
+                        "backbone's own size)")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"images per batch (default: {options['batch_size']})")
+    parser.add_argument("--validation-split", type=float,
+                        help="fraction of the training images held out to watch training and "
+                             f"stop early (default: {options['validation_split']})")
+    parser.add_argument("--path-column", help="CSV data: the image path column "
+                        f"(default: {options['path_column']})")
+    parser.add_argument("--label-column", help="CSV data: the label column "
+                        f"(default: {options['label_column']})")
+    parser.add_argument("--tfds-data-dir", help="tfds:<name> data: the TFDS data_dir "
+                        "(default: TFDS's own, ~/tensorflow_datasets)")
+    parser.add_argument("--config", help="a YAML or JSON file of options; flags given on the "
+                        "command line win (default: none)")
 
 
 def build_parser():
@@ -634,7 +787,7 @@ def build_parser():
     # accepted, before or after the subcommand.
     verbose = argparse.ArgumentParser(add_help=False)
     verbose.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                         help="show TensorFlow's start-up and log lines")
+                         help="show TensorFlow's start-up and log lines (default: off)")
     parser = _Parser(prog="tftransfer", parents=[verbose],
                      description="Transfer learning on Keras 3 and TensorFlow.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -652,18 +805,25 @@ def build_parser():
                     "validation) and write a report; with --export, a SavedModel for TF "
                     "Serving.")
     train.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
-    _data_options(train)
-    _numbers(train, "test-split", "head-epochs", "fine-tune-epochs", "unfreeze-blocks",
+    _data_options(train, TRAIN_OPTIONS)
+    _numbers(train, TRAIN_OPTIONS, "test-split", "head-epochs", "fine-tune-epochs",
+             "unfreeze-blocks",
              "head-learning-rate", "fine-tune-learning-rate", "dropout-rate", "label-smoothing",
              "seed", words={"head-epochs": "auto", "fine-tune-epochs": "auto",
                             "unfreeze-blocks": "all", "fine-tune-learning-rate": "auto"})
-    train.add_argument("--augmentation", choices=("light", "medium", "heavy"))
+    train.add_argument("--augmentation", choices=("light", "medium", "heavy"),
+                       help="random flips, crops and colour changes inside the model, in "
+                            "training only (default: none)")
     train.add_argument("--mixed-precision", choices=("auto", "float32", "mixed_float16",
-                                                      "mixed_bfloat16"))
-    train.add_argument("--checkpoint-dir", help="resumable checkpoints (run again to resume)")
+                                                      "mixed_bfloat16"),
+                       help="auto: mixed on GPUs that gain from it, float32 on CPUs "
+                            f"(default: {TRAIN_OPTIONS['mixed_precision']})")
+    train.add_argument("--checkpoint-dir", help="resumable checkpoints: run the same command "
+                       "again to resume (default: none)")
     train.add_argument("--output", help="folder for model.keras and the report "
-                       "(default: tftransfer_run)")
-    train.add_argument("--export", help="also export a SavedModel to this model folder")
+                       f"(default: {TRAIN_OPTIONS['output']})")
+    train.add_argument("--export", help="also export a SavedModel for TF Serving to this model "
+                       "folder (default: none)")
     train.set_defaults(handler=_cmd_train)
 
     tune = commands.add_parser(
@@ -673,23 +833,28 @@ def build_parser():
                     "HOST:PORT) and any number of workers (--role worker --oracle HOST:PORT "
                     "--tuner-id worker0), all with the same --directory on shared storage.")
     tune.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
-    _data_options(tune)
-    _numbers(tune, "max-trials", "head-epochs", "fine-tune-epochs",
+    _data_options(tune, TUNE_OPTIONS)
+    _numbers(tune, TUNE_OPTIONS, "max-trials", "head-epochs", "fine-tune-epochs",
              words={"head-epochs": "auto", "fine-tune-epochs": "auto"})
     tune.add_argument("--folds", help="k-fold selection: auto (3 folds below 1,000 labelled "
-                      "images), none (the validation split) or a number")
+                      "images), none (the validation split) or a number (default: auto)")
     tune.add_argument("--refit", choices=("auto", "yes", "no"),
                       help="train the best configuration again on train + validation "
-                           "(auto: when cross-validated)")
-    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"))
-    tune.add_argument("--directory")
-    tune.add_argument("--project-name")
+                           "(auto: when cross-validated) (default: auto)")
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"),
+                      help=f"how the next trial is chosen (default: {TUNE_OPTIONS['tuner']})")
+    tune.add_argument("--directory", help="where trials are kept; a killed search resumes from "
+                      f"it (default: {TUNE_OPTIONS['directory']})")
+    tune.add_argument("--project-name", help="the search's folder inside --directory "
+                      "(default: <backbone>_search)")
     tune.add_argument("--isolate-trials", action="store_true", default=None,
-                      help="run each trial in its own process")
+                      help="run each trial in its own process (default: off)")
     tune.add_argument("--role", choices=("chief", "worker"),
-                      help="distributed search: this process's role")
-    tune.add_argument("--oracle", help="HOST:PORT of the chief's oracle")
-    tune.add_argument("--tuner-id", help="a worker's id (chief is 'chief')")
+                      help="distributed search: this process's role (default: none, a search "
+                           "on this machine alone)")
+    tune.add_argument("--oracle", help="HOST:PORT of the chief's oracle (default: none)")
+    tune.add_argument("--tuner-id", help="a worker's id; the chief's is 'chief' (default: "
+                      "none)")
     tune.set_defaults(handler=_cmd_tune)
 
     distill = commands.add_parser(
@@ -700,12 +865,17 @@ def build_parser():
                     "OUTPUT/student.keras.")
     distill.add_argument("teacher", help="the trained teacher, a .keras file")
     distill.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
-    _data_options(distill, backbone_flag="--student")
-    _numbers(distill, "test-split", "temperature", "head-epochs", "fine-tune-epochs",
+    _data_options(distill, DISTILL_OPTIONS, backbone_flag="--student")
+    _numbers(distill, DISTILL_OPTIONS, "test-split", "temperature", "head-epochs",
+             "fine-tune-epochs",
              "unfreeze-blocks", "head-learning-rate", "fine-tune-learning-rate", "seed")
-    distill.add_argument("--alpha", type=float, help="weight of the soft targets, in [0, 1]")
-    distill.add_argument("--augmentation", choices=("light", "medium", "heavy"))
-    distill.add_argument("--output", help="folder for student.keras (default: tftransfer_run)")
+    distill.add_argument("--alpha", type=float, help="weight of the soft targets, in [0, 1] "
+                         f"(default: {DISTILL_OPTIONS['alpha']})")
+    distill.add_argument("--augmentation", choices=("light", "medium", "heavy"),
+                         help="random flips, crops and colour changes in training "
+                              "(default: none)")
+    distill.add_argument("--output", help="folder for student.keras "
+                         f"(default: {DISTILL_OPTIONS['output']})")
     distill.set_defaults(handler=_cmd_distill)
 
     evaluate = commands.add_parser(
@@ -717,9 +887,12 @@ def build_parser():
     evaluate.add_argument("data", help="a folder of class folders, a .csv file, or tfds:<name>")
     evaluate.add_argument("--image-size", type=int, default=224,
                           help="for export folders (they resize inside)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--top-k", type=int, default=5)
-    evaluate.add_argument("--report", help="write a model card and plots to this folder")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    evaluate.add_argument("--top-k", type=int, default=5,
+                          help="k of the top-k accuracy, reported only when below the number "
+                               "of classes")
+    evaluate.add_argument("--report", help="write a model card and plots to this folder "
+                          "(default: none)")
     evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -730,10 +903,14 @@ def build_parser():
                     "process, and print the TF Serving command.")
     export.add_argument("model", help="a .keras file")
     export.add_argument("output", help="the model folder, e.g. saved_models/flowers")
-    export.add_argument("--version", type=int)
-    export.add_argument("--class-names", help="comma-separated; default: <model>.classes.json")
-    export.add_argument("--tflite", help="comma-separated: float32,float16,dynamic")
-    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--version", type=int, help="the version folder's number "
+                        "(default: one above the highest there)")
+    export.add_argument("--class-names", help="comma-separated (default: those of "
+                        "<model>.classes.json)")
+    export.add_argument("--tflite", help="TFLite variants too, comma-separated: "
+                        "float32,float16,dynamic (default: none)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing version folder")
     export.set_defaults(handler=_cmd_export)
 
     predict = commands.add_parser(
@@ -744,8 +921,9 @@ def build_parser():
     predict.add_argument("model", help="a .keras file or an export folder")
     predict.add_argument("images", nargs="*", help="image files")
     predict.add_argument("--text", action="append",
-                         help="a text to classify (text models; repeat for several)")
-    predict.add_argument("--top-k", type=int, default=3)
+                         help="a text to classify (text models; repeat for several) "
+                              "(default: none, classify image files)")
+    predict.add_argument("--top-k", type=int, default=3, help="classes to print per input")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.set_defaults(handler=_cmd_predict)
 
@@ -754,7 +932,8 @@ def build_parser():
         description="Transfer the embedded backbone to the embedded target set (Fashion-MNIST "
                     "classes 5-9), next to the same network trained from scratch; evaluate, "
                     "plot, export and check the export.")
-    demo.add_argument("--output-dir", default="demo_output")
+    demo.add_argument("--output-dir", default="demo_output",
+                      help="folder for the plots and the .keras file")
     demo.add_argument("--export-dir", help="the TF Serving model folder (default: "
                       "saved_models/demo, or saved_models/demo_text with --text)")
     demo.add_argument("--text", action="store_true",
@@ -769,7 +948,9 @@ def main(argv=None):
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.handler(args)
     except UsageError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else "usage error"
         print(f"tftransfer: error: {message}", file=sys.stderr)

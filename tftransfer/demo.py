@@ -7,7 +7,8 @@ to the small target set shipped with the package (Fashion-MNIST classes 5-9:
 sandal, shirt, sneaker, bag, ankle boot) with 10 labelled images per class,
 by `tftransfer.fit` with its defaults: a head phase on the frozen backbone,
 then fine-tuning of the whole backbone with BatchNorm frozen, with progress
-bars. Next to it, the keras.io transfer-learning guide's recipe, written by
+bars on a terminal and one line per phase and epoch in a pipe or a log
+file. Next to it, the keras.io transfer-learning guide's recipe, written by
 hand, trains the same backbone on the same images (`keras_io_recipe()`), and
 a small CNN learns them from scratch (`scratch_baseline()`). The
 tftransfer model is evaluated on the held-out test images, plotted, exported
@@ -203,7 +204,14 @@ def compare(recipe, seed, *, verbose=0):
                                         image_size=recipe["image_size"])
     # The labelled images only: a user with 10 labels per class has no 50 more to hold
     # out, so neither recipe watches the shipped validation images.
-    result = tftransfer.fit(model, data.train, seed=seed, verbose=verbose)
+    fit_verbose, callbacks = 0, []
+    if verbose:
+        # Progress bars on a terminal; one plain line per phase and epoch in a pipe or log.
+        from tftransfer.cli import _progress
+
+        fit_verbose, callbacks = _progress()
+    result = tftransfer.fit(model, data.train, seed=seed, verbose=fit_verbose,
+                            callbacks=callbacks)
     evaluation = tftransfer.evaluate(result.model, test, class_names=data.class_names, top_k=2)
     if verbose:
         print("\n    ... and the keras.io guide's recipe by hand, on the same backbone and "

@@ -2,7 +2,7 @@
 
 import dataclasses
 import heapq
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -15,9 +15,11 @@ class EvaluationResult:
 
     Attributes:
         accuracy: float. Top-1 accuracy.
-        top_k: int. The k of `top_k_accuracy`.
-        top_k_accuracy: float. Whether the label is among the k most
-            probable classes.
+        top_k: int or None. The k of `top_k_accuracy`; None when the k
+            asked for is not below the number of classes (every label is
+            then among the top k, so the figure would always be 1).
+        top_k_accuracy: float or None. Whether the label is among the k
+            most probable classes; None with `top_k`.
         loss: float. Mean cross-entropy.
         per_class: dict. Class name -> `{"precision", "recall", "f1",
             "support"}`.
@@ -38,8 +40,8 @@ class EvaluationResult:
     """
 
     accuracy: float
-    top_k: int
-    top_k_accuracy: float
+    top_k: Optional[int]
+    top_k_accuracy: Optional[float]
     loss: float
     per_class: Dict[str, Dict[str, float]]
     macro_f1: float
@@ -65,8 +67,10 @@ class EvaluationResult:
         }
 
     def __str__(self):
-        return (f"accuracy {self.accuracy:.4f}, top-{self.top_k} accuracy "
-                f"{self.top_k_accuracy:.4f}, macro F1 {self.macro_f1:.4f}, calibration error "
+        top_k = (f", top-{self.top_k} accuracy {self.top_k_accuracy:.4f}"
+                 if self.top_k is not None else "")
+        return (f"accuracy {self.accuracy:.4f}{top_k}, macro F1 {self.macro_f1:.4f}, "
+                f"calibration error "
                 f"{self.calibration_error:.4f}, loss {self.loss:.4f} ({self.count} examples)")
 
 
@@ -149,7 +153,9 @@ def evaluate(model, data, *, class_names=None, top_k=5, top_losses=16, bins=15):
             `tf.data.Dataset` of `(inputs, labels)` batches, or `(x, y)`.
         class_names: list of str or None. Defaults to the bundle's, else
             `"0"`, `"1"`, ...
-        top_k: int. Defaults to `5` (at most the number of classes).
+        top_k: int. Defaults to `5`. Top-k accuracy is reported only for a
+            k below the number of classes (with 5 classes, top-5 is always
+            1); otherwise `top_k` and `top_k_accuracy` are None.
         top_losses: int. How many of the worst examples to keep. Defaults
             to `16`.
         bins: int. Confidence bins of the calibration error. Defaults to
@@ -207,9 +213,12 @@ def evaluate(model, data, *, class_names=None, top_k=5, top_losses=16, bins=15):
     if len(names) != num_classes:
         raise ValueError(f"class_names: {len(names)} names for a model with {num_classes} "
                          "classes.")
-    k = min(top_k, num_classes)
+    k = top_k if top_k < num_classes else None
     predicted = probabilities.argmax(axis=1)
-    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    top_k_accuracy = None
+    if k is not None:
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        top_k_accuracy = float((ranked == labels[:, None]).any(axis=1).mean())
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (labels, predicted), 1)
     per_class, f1s = {}, []
@@ -247,8 +256,7 @@ def evaluate(model, data, *, class_names=None, top_k=5, top_losses=16, bins=15):
                     "image": _pixels(value)})
     losses = -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0))
     return EvaluationResult(
-        accuracy=float(correct.mean()), top_k=k,
-        top_k_accuracy=float((ranked == labels[:, None]).any(axis=1).mean()),
+        accuracy=float(correct.mean()), top_k=k, top_k_accuracy=top_k_accuracy,
         loss=float(losses.mean()), per_class=per_class,
         macro_f1=float(np.mean(f1s)) if f1s else 0.0, confusion_matrix=confusion,
         calibration_error=float(calibration), reliability=reliability, top_losses=top,

@@ -302,3 +302,83 @@ def plot_reliability(evaluation, path):
     axis.set_title(f"Calibration error {evaluation.calibration_error:.3f}")
     axis.legend()
     return _save(figure, path)
+
+
+def plot_comparison(scores, path, *, ylabel="test accuracy", chance=None, title=None):
+    """A bar chart of named scores, each bar labelled with its value to 3 decimals.
+
+    Args:
+        scores: dict. Name -> float, in the order to draw.
+        path: str. Where to write the PNG.
+        ylabel: str. Defaults to `"test accuracy"`.
+        chance: float or None. Draws a dotted line at this level, e.g.
+            `1 / num_classes`. Defaults to None.
+        title: str or None. Defaults to None.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    >>> from tftransfer.evaluation.plots import plot_comparison
+    >>> plot_comparison({"scratch": 0.61, "transfer": 0.88}, "/tmp/compare.png", chance=0.2)
+    '/tmp/compare.png'
+    """
+    if not isinstance(scores, dict) or not scores:
+        raise TypeError(f"scores: expected a non-empty dict of name -> float; received "
+                        f"{scores!r}.")
+    plt = _pyplot()
+    names, values = list(scores), [float(value) for value in scores.values()]
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.3 * len(names) + 1.5), 3.4))
+    bars = axis.bar(names, values, color="tab:blue")
+    axis.bar_label(bars, labels=[f"{value:.3f}" for value in values], padding=2)
+    if chance is not None:
+        axis.axhline(float(chance), color="black", linestyle=":", label="chance")
+        axis.legend(loc="lower right")
+    top = max(values + [float(chance or 0)])
+    axis.set_ylim(0, 1.0 if 0 <= top <= 1 else top * 1.15)
+    axis.set_ylabel(ylabel)
+    if title:
+        axis.set_title(title)
+    return _save(figure, path)
+
+
+def plot_trials(trials, path, *, objective="validation accuracy"):
+    """A search's trials: the objective against unfreeze depth and fine-tuning learning rate.
+
+    The depth axis has a tick per whole number of blocks (never 0.25 blocks).
+
+    Args:
+        trials: list of dicts, as in `TuningResult.trials` (`"hyperparameters"`
+            and `"score"`).
+        path: str. Where to write the PNG.
+        objective: str. The y label. Defaults to `"validation accuracy"`.
+
+    Returns:
+        `path`, or None when no trial has a score.
+
+    Example:
+
+    >>> from tftransfer.evaluation.plots import plot_trials
+    >>> trials = [{"hyperparameters": {"unfreeze_blocks": 1, "fine_tune_learning_rate": 1e-3},
+    ...            "score": 0.8}]
+    >>> plot_trials(trials, "/tmp/trials.png")
+    '/tmp/trials.png'
+    """
+    scored = [trial for trial in trials if trial.get("score") is not None]
+    if not scored:
+        return None
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    depth = [int(t["hyperparameters"].get("unfreeze_blocks", 0)) for t in scored]
+    rates = [float(t["hyperparameters"].get("fine_tune_learning_rate", 0)) for t in scored]
+    scores = [float(t["score"]) for t in scored]
+    axes[0].scatter(depth, scores)
+    axes[0].set_xticks(range(min(depth), max(depth) + 1))
+    axes[0].set_xlabel("unfreeze_blocks")
+    axes[0].set_ylabel(objective)
+    axes[1].scatter(rates, scores)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("fine_tune_learning_rate")
+    figure.suptitle(f"{len(scored)} trials")
+    return _save(figure, path)

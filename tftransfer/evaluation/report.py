@@ -17,7 +17,8 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
                  model=None):
     """Writes `model_card.md`, `evaluation.json` and the PNG plots to `directory`.
 
-    The card holds the evaluation's figures (accuracy, top-k accuracy, macro
+    The card holds the evaluation's figures (accuracy, top-k accuracy when k
+    is below the number of classes, macro
     F1, calibration error, loss, the per-class table and the confusion
     matrix), how the model was trained and exported when given, and links to
     the plots: training curves with the phase boundary, confusion matrix,
@@ -92,9 +93,11 @@ def write_report(directory, evaluation, *, training=None, export=None, title="Mo
         lines.append(f"| {name} | {value} |")
     lines += ["", "## Evaluation", "", f"On {evaluation.count} held-out examples.", "",
               "| metric | value |", "|---|---|",
-              f"| accuracy | {_number(evaluation.accuracy)} |",
-              f"| top-{evaluation.top_k} accuracy | {_number(evaluation.top_k_accuracy)} |",
-              f"| macro F1 | {_number(evaluation.macro_f1)} |",
+              f"| accuracy | {_number(evaluation.accuracy)} |"]
+    if evaluation.top_k is not None:  # only for k below the number of classes
+        lines.append(f"| top-{evaluation.top_k} accuracy | "
+                     f"{_number(evaluation.top_k_accuracy)} |")
+    lines += [f"| macro F1 | {_number(evaluation.macro_f1)} |",
               f"| calibration error (ECE) | {_number(evaluation.calibration_error)} |",
               f"| loss (cross-entropy) | {_number(evaluation.loss)} |", "",
               "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
