@@ -255,6 +255,21 @@ CASES = [
      lambda c: checkpoints.load_pytorch_weights(c.model, [1, 2], {}), "state_dict"),
     ("evaluation.plot_learning_rate_finder",
      lambda c: evaluation.plot_learning_rate_finder("x", c.tmp / "p.png"), "result"),
+    ("explain", lambda c: tftransfer.explain("not a model", c.x), "model"),
+    ("evaluation.explain", lambda c: evaluation.explain(c.model, c.x, method="magic"),
+     "method"),
+    ("evaluation.plot_explanations",
+     lambda c: evaluation.plot_explanations(c.x, "x", c.tmp / "p.png"), "explanation"),
+    ("rank_backbones", lambda c: tftransfer.rank_backbones(c.bundle, []), "candidates"),
+    ("rank_backbones", lambda c: tftransfer.rank_backbones(c.bundle, ["FashionCNN"],
+                                                           method="magic"), "method"),
+    ("training.merge_lora", lambda c: training.merge_lora(c.model), "model"),
+    ("training.save_lora_weights",
+     lambda c: training.save_lora_weights(c.model, c.tmp / "adapter.npz"), "model"),
+    ("training.load_lora_weights",
+     lambda c: training.load_lora_weights(c.model, c.tmp / "absent.npz"), "path"),
+    ("backbones.register_backbone_handle",
+     lambda c: backbones.register_backbone_handle("kerashub:x", source="pypi"), "source"),
 ]
 
 

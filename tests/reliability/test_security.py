@@ -52,6 +52,17 @@ def _no_lambda(model):
         assert not isinstance(layer, keras.layers.Lambda), f"{model.name}: {layer.name} is a Lambda"
 
 
+def _tiny_vit_preset(folder):
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=1,
+                                 num_heads=2, hidden_dim=16, mlp_dim=32).save_to_preset(folder)
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 127.5,
+                                       offset=-1.0).save_to_preset(folder)
+    return folder
+
+
 def test_every_registered_object_round_trips_under_safe_mode(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     hub = write_image_module(tmp_path / "hub_module")
@@ -70,6 +81,10 @@ def test_every_registered_object_round_trips_under_safe_mode(tmp_path):
         # A KerasHub text model: tokenizer, encoder and pooling are tftransfer layers.
         "text": tftransfer.build_text_classifier(
             str(make_tiny_preset(tmp_path / "tiny_preset")), 3, dropout_rate=0.0),
+        # A KerasHub image model: preprocessing, backbone and token pooling are tftransfer
+        # layers.
+        "vit": tftransfer.build_classifier(f"kerashub:{_tiny_vit_preset(tmp_path / 'vit')}",
+                                           3),
     }
     texts = np.array(TEXTS[:4], dtype=object)
     seen = set()
