@@ -319,3 +319,14 @@ def test_a_quiet_session_drops_only_the_known_lines():
     lines = run.stderr.splitlines()
     assert lines[0] == "a real error" and "UserWarning: a real warning" in lines[1], run.stderr
     assert [line for line in lines if "a real" not in line] == [], run.stderr  # nothing else
+
+
+def test_rank_ranks_candidates_from_the_command_line(folder, tmp_path, capsys):
+    # `tftransfer rank` is wired into the command (tftransfer/selection/cli.py).
+    assert cli.main(["rank", str(folder / "train"), "--backbones", "FashionCNN,MobileNetV2",
+                     "--weights", "none", "--image-size", "32", "--json",
+                     str(tmp_path / "ranking.json")]) == 0
+    out = capsys.readouterr().out
+    assert "FashionCNN" in out and "MobileNetV2" in out and "best:" in out
+    ranking = json.loads((tmp_path / "ranking.json").read_text())
+    assert "FashionCNN" in json.dumps(ranking) and "MobileNetV2" in json.dumps(ranking)

@@ -940,6 +940,10 @@ def build_parser():
                       help="the text demo instead: all-MiniLM-L6-v2 (KerasHub) transferred "
                            "to 300 shipped fortune(6) quotes on six topics")
     demo.set_defaults(handler=_cmd_demo)
+
+    from tftransfer.selection.cli import add_rank_parser
+
+    add_rank_parser(commands, parents=[verbose])
     return parser
 
 

@@ -42,17 +42,21 @@ def add_rank_parser(subparsers, *, parents=()):
     rank.add_argument("data", help="a folder of class folders (images or .txt files)")
     rank.add_argument("--backbones", required=True,
                       help="comma-separated candidates: registry names, kerashub:<preset>, "
-                           "or text checkpoints such as all-MiniLM-L6-v2")
-    rank.add_argument("--method", default="logme", choices=("logme", "knn", "probe"))
+                           "or text checkpoints such as all-MiniLM-L6-v2 (default: none, "
+                           "required)")
+    rank.add_argument("--method", default="logme", choices=("logme", "knn", "probe"),
+                      help="the score: LogME, leave-one-out kNN accuracy or a linear probe")
     rank.add_argument("--image-size", type=int,
                       help="default: the first candidate's own size (224 if unknown)")
     rank.add_argument("--weights", default="pretrained",
                       help="pretrained (default), none (random initialization) or a file")
-    rank.add_argument("--batch-size", type=int, default=32)
+    rank.add_argument("--batch-size", type=int, default=32,
+                      help="images or texts a batch when computing features")
     rank.add_argument("--text", action="store_true", default=None,
                       help="the folder holds texts (default: when every file is .txt)")
-    rank.add_argument("--plot", help="save a bar chart of the scores here (.png)")
-    rank.add_argument("--json", help="save the ranking here (.json)")
+    rank.add_argument("--plot", help="save a bar chart of the scores here (.png) "
+                                     "(default: none)")
+    rank.add_argument("--json", help="save the ranking here (.json) (default: none)")
     rank.set_defaults(handler=rank_command)
     return rank
 
