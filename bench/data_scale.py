@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from common import write_results  # noqa: E402
+from common import RESULTS, write_results  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -214,6 +214,18 @@ def main(argv=None):
             row["second_epoch_ratio"] = (row["tftransfer"]["second_epoch_images_per_s"]
                                          / row["keras"]["second_epoch_images_per_s"])
         results[str(count)] = row
+    if not args.quick:
+        # A run of some sizes keeps an earlier full run's rows for the others.
+        earlier_path = os.path.join(RESULTS, "data_scale.json")
+        if os.path.exists(earlier_path):
+            with open(earlier_path) as handle:
+                earlier = json.load(handle)["figures"]
+            if not earlier.get("quick"):
+                for key, row in earlier.get("results", {}).items():
+                    if key not in results and row.get("image_size") == image_size:
+                        print(f"keeping the earlier run's row for {key} files")
+                        results[key] = row
+        results = dict(sorted(results.items(), key=lambda item: int(item[0])))
     keys = list(results)
     growth = {}
     if len(keys) > 1:

@@ -31,7 +31,8 @@ def test_the_notebooks_are_there_stripped_and_generated():
     names = [os.path.basename(path) for path in NOTEBOOKS]
     assert names == ["01_quickstart.ipynb", "02_fine_tuning_and_freezing.ipynb",
                      "03_search_with_keras_tuner.ipynb", "04_export_and_serving.ipynb",
-                     "05_distillation_and_l2sp.ipynb", "06_text_classification.ipynb"]
+                     "05_distillation_and_l2sp.ipynb", "06_text_classification.ipynb",
+                     "07_modern_backbones.ipynb"]
     spec = importlib.util.spec_from_file_location(
         "make_notebooks", os.path.join(ROOT, "scripts", "make_notebooks.py"))
     generator = importlib.util.module_from_spec(spec)

@@ -115,6 +115,8 @@ KNOWN_WARNINGS = (
     r"\s*Warning: tf\.lite\.Interpreter is deprecated",
     r"`shuffle=True` was passed, but will be ignored since the data `x` was provided as a "
     r"tf\.data\.Dataset",
+    # tqdm.auto, imported by KerasHub, in a Jupyter kernel without ipywidgets.
+    r"IProgress not found\. Please update jupyter and ipywidgets",
 )
 KNOWN_LOG_RECORDS = ("Assets written to:",)
 

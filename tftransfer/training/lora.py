@@ -21,6 +21,7 @@ the adapter (the LoRA factors and the head).
 import json
 import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -144,8 +145,11 @@ def merge_lora(model):
         raise ValueError(f"model: {model.name!r} has no LoRA layers to merge; enable_lora() "
                          "adds them.")
     config = _without_lora(keras.saving.serialize_keras_object(model))
+    config.pop("compile_config", None)  # the copy is for export: no optimizer to restore
     plain = keras.saving.deserialize_keras_object(config)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        # The file also holds the training optimizer's state, which the copy has no use for.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         # Keras saves a LoRA layer's kernel as `kernel + A @ B` (no factors).
         path = os.path.join(scratch, "merged.weights.h5")
         model.save_weights(path)
