@@ -505,3 +505,15 @@ def test_fine_tuning_that_diverges_is_reverted_to_the_head_phase():
     sound = tftransfer.fit(tftransfer.build_classifier("FashionCNN", 2, image_size=16),
                            (x, y), fine_tune_epochs=3, **common)
     assert not sound.fine_tune_reverted
+
+
+def test_fit_takes_uint8_image_arrays():
+    # Images as they are read from files or IDX archives (uint8). Before, the head phase's
+    # feature pass failed: its compiled function took float32 only.
+    x = np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(24) % 2
+    model = tftransfer.build_classifier("FashionCNN", 2)
+    result = tftransfer.fit(model, (x, y), head_epochs=1, fine_tune_epochs=1, verbose=0)
+    assert result.history["phase"] == ["head", "fine_tune"]
+    np.testing.assert_allclose(result.model.predict(x, verbose=0),
+                               result.model.predict(x.astype("float32"), verbose=0), rtol=1e-6)

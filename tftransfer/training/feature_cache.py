@@ -80,6 +80,16 @@ def predictor(feature_model):
     return tf.function(lambda x: feature_model(x, training=False), input_signature=specs)
 
 
+def _as_input_dtype(inputs, dtypes):
+    """uint8 images (arrays given to `fit`) as the model's float input, as Keras converts."""
+    if len(dtypes) == 1 and hasattr(inputs, "dtype") and inputs.dtype != dtypes[0]:
+        wanted = tf.as_dtype(dtypes[0])
+        if (wanted.is_floating or wanted.is_integer) and (
+                tf.as_dtype(inputs.dtype).is_integer or tf.as_dtype(inputs.dtype).is_floating):
+            return tf.cast(inputs, wanted)
+    return inputs
+
+
 def compute_features(feature_model, dataset, *, storage="memory", directory=None,
                      predict=None):
     """One inference pass over `(inputs, labels)` batches.
@@ -94,8 +104,9 @@ def compute_features(feature_model, dataset, *, storage="memory", directory=None
         directory = directory or tempfile.mkdtemp(prefix="tftransfer_features_")
         os.makedirs(directory, exist_ok=True)
         files.remove_temporaries(directory)
+    dtypes = [tensor.dtype for tensor in feature_model.inputs]
     for batch_inputs, batch_labels in dataset:
-        features.append(predict(batch_inputs).numpy())
+        features.append(predict(_as_input_dtype(batch_inputs, dtypes)).numpy())
         labels.append(batch_labels.numpy())
     features, labels = np.concatenate(features), np.concatenate(labels)
     if storage == "disk":
