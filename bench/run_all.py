@@ -41,6 +41,8 @@ BENCHMARKS = {
     "text_study": ([], ["--quick"]),
     "text_throughput": ([], ["--quick"]),
     "data_scale": ([], ["--quick"]),
+    "vit_study": ([], ["--quick"]),
+    "selection": ([], ["--quick"]),
 }
 
 
@@ -59,6 +61,10 @@ HEADLINES = {
                   "<= 1.05")],
     "tuning": [("plain keras-tuner / `tftransfer.tune`, wall time", "speedup", "{:.2f}x",
                 ">= 2x"),
+               ("the same searches' best validation accuracy: plain keras-tuner (10 classes)",
+                "plain_best_val_accuracy", "{:.3f}", "well above chance (0.1)"),
+               ("the same: `tftransfer.tune`", "tftransfer_best_val_accuracy", "{:.3f}",
+                ">= plain"),
                ("RSS growth per isolated trial", "rss_growth_mb_per_trial_isolated",
                 "{:.2f} MB", "<= 20 MB")],
     "latency": [("SavedModel / `model.predict`, batch 1", "batch_1.saved_model_over_predict",
@@ -114,6 +120,13 @@ HEADLINES = {
     "text_throughput": [("MiniLM, tftransfer / hand-written KerasHub, examples/s (worst of "
                          "feature extraction and fine-tuning)", "ratio_min", "{:.3f}",
                          ">= 0.91 (within 1.1x)")],
+    "vit_study": [("pretrained ViT (shipped), Fashion-MNIST 0-4 -> 5-9, 100 labels/class: full "
+                   "fine-tuning (test accuracy)", "results.100.full fine-tuning.mean", "{:.3f}",
+                   "> scratch"),
+                  ("the same: LoRA rank 8", "results.100.LoRA rank 8.mean", "{:.3f}", "report"),
+                  ("the same: head only", "results.100.head only.mean", "{:.3f}", "report"),
+                  ("the same: the ViT from scratch", "results.100.scratch.mean", "{:.3f}",
+                   "report")],
     "data_scale": [("60,000 / 600,000 JPEG files at 336 px, every default: first batch, "
                     "tftransfer / Keras `image_dataset_from_directory` (worst)",
                     "first_batch_ratio_max", "{:.2f}x", "<= 2x"),
