@@ -188,21 +188,27 @@ class ResolvedTextBackbone:
     source: str
 
 
-def _offline_preset_error(preset, error):
+def kaggle_location(preset):
+    """For an offline error: where a KerasHub preset comes from and where KaggleHub
+    keeps it (" It is the Kaggle model ..."), or "" when the preset is not a known one."""
     handle = None
     try:
         keras_hub = require_keras_hub()
         handle = keras_hub.models.Backbone.presets.get(preset, {}).get("kaggle_handle")
     except Exception:  # only for the message
         pass
+    if not handle:
+        return ""
     cache = os.environ.get("KAGGLEHUB_CACHE",
                            os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
-    where = ""
-    if handle:
-        parts = handle.replace("kaggle://", "").split("/")
-        page = "https://www.kaggle.com/models/" + "/".join(parts[:4])
-        where = (f" It is the Kaggle model {handle} ({page}); KaggleHub keeps it in "
-                 f"{os.path.join(cache, 'models', *parts)}.")
+    parts = handle.replace("kaggle://", "").split("/")
+    page = "https://www.kaggle.com/models/" + "/".join(parts[:4])
+    return (f" It is the Kaggle model {handle} ({page}); KaggleHub keeps it in "
+            f"{os.path.join(cache, 'models', *parts)}.")
+
+
+def _offline_preset_error(preset, error):
+    where = kaggle_location(preset)
     return ValueError(
         f"backbone: KerasHub could not fetch the preset {preset!r} ({type(error).__name__}: "
         f"{str(error).splitlines()[0][:200]}).{where} Offline: on a machine with network run "

@@ -417,20 +417,9 @@ class ResolvedImageBackbone:
 
 
 def _offline_error(preset, error):
-    handle = None
-    try:
-        handle = _require_keras_hub().models.Backbone.presets.get(preset, {}).get(
-            "kaggle_handle")
-    except Exception:  # only for the message
-        pass
-    cache = os.environ.get("KAGGLEHUB_CACHE",
-                           os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
-    where = ""
-    if handle:
-        parts = handle.replace("kaggle://", "").split("/")
-        page = "https://www.kaggle.com/models/" + "/".join(parts[:4])
-        where = (f" It is the Kaggle model {handle} ({page}); KaggleHub keeps it in "
-                 f"{os.path.join(cache, 'models', *parts)}.")
+    from tftransfer.backbones.kerashub import kaggle_location
+
+    where = kaggle_location(preset)
     return ValueError(
         f"backbone: KerasHub could not fetch the image preset {preset!r} "
         f"({type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''})."

@@ -97,3 +97,15 @@ def fold_ids(targets, task, folds, seed):
     else:
         ids[rng.permutation(count)] = np.arange(count) % folds
     return ids
+
+
+def prediction_score(predicted, targets, task):
+    """Accuracy of held-out predictions (per label for multi-label, thresholded at 0.5), or
+    R² averaged over the target columns for regression."""
+    if task == "regression":
+        total = np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
+        error = np.sum((targets - predicted) ** 2, axis=0)
+        return float(np.mean(1.0 - error / np.maximum(total, np.finfo(np.float64).tiny)))
+    if task == "multilabel":
+        return float(np.mean((predicted > 0.5) == (targets > 0.5)))
+    return float(np.mean(np.argmax(predicted, axis=1) == np.argmax(targets, axis=1)))

@@ -16,7 +16,12 @@ accuracy. Regression: the neighbours' mean, scored by R^2.
 
 import numpy as np
 
-from tftransfer.selection._checks import check_features, fold_ids, target_matrix
+from tftransfer.selection._checks import (
+    check_features,
+    fold_ids,
+    prediction_score,
+    target_matrix,
+)
 
 _CHUNK = 512
 
@@ -50,16 +55,6 @@ def _predict(neighbour_targets, task):
         return np.where(votes == half, neighbour_targets[:, 0, :], votes > half)
     votes = votes + 1e-3 * neighbour_targets[:, 0, :]  # ties: the nearest neighbour's class
     return np.eye(neighbour_targets.shape[2])[np.argmax(votes, axis=1)]
-
-
-def _score(predicted, targets, task):
-    if task == "regression":
-        total = np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
-        error = np.sum((targets - predicted) ** 2, axis=0)
-        return float(np.mean(1.0 - error / np.maximum(total, np.finfo(np.float64).tiny)))
-    if task == "multilabel":
-        return float(np.mean(predicted == targets))
-    return float(np.mean(np.argmax(predicted, axis=1) == np.argmax(targets, axis=1)))
 
 
 def knn_score(features, labels, *, task="auto", k=5, folds=None, seed=0):
@@ -96,7 +91,7 @@ def knn_score(features, labels, *, task="auto", k=5, folds=None, seed=0):
     features = features - features.mean(axis=0)
     if folds is None:
         predicted = _predict(targets[_neighbours(features, features, k, True)], task)
-        return _score(predicted, targets, task)
+        return prediction_score(predicted, targets, task)
     ids = fold_ids(targets, task, folds, seed)
     predicted = np.zeros_like(targets)
     for fold in range(folds):
@@ -106,4 +101,4 @@ def knn_score(features, labels, *, task="auto", k=5, folds=None, seed=0):
                              f"fold {fold}; lower k or folds.")
         nearest = _neighbours(features[held_out], features[kept], k, False)
         predicted[held_out] = _predict(targets[kept][nearest], task)
-    return _score(predicted, targets, task)
+    return prediction_score(predicted, targets, task)

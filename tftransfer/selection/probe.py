@@ -18,7 +18,12 @@ the argmax; multi-label: each output above 0.5; regression: R^2.
 
 import numpy as np
 
-from tftransfer.selection._checks import check_features, fold_ids, target_matrix
+from tftransfer.selection._checks import (
+    check_features,
+    fold_ids,
+    prediction_score,
+    target_matrix,
+)
 
 PENALTIES = tuple(10.0 ** p for p in range(-3, 4))
 
@@ -52,16 +57,6 @@ def _ridge(features, targets):
         return ((new_features - mean) / scale) @ weights + target_mean
 
     return predict, best[1]
-
-
-def _score(predicted, targets, task):
-    if task == "regression":
-        total = np.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
-        error = np.sum((targets - predicted) ** 2, axis=0)
-        return float(np.mean(1.0 - error / np.maximum(total, np.finfo(np.float64).tiny)))
-    if task == "multilabel":
-        return float(np.mean((predicted > 0.5) == (targets > 0.5)))
-    return float(np.mean(np.argmax(predicted, axis=1) == np.argmax(targets, axis=1)))
 
 
 def linear_probe_score(features, labels, *, task="auto", folds=5, seed=0):
@@ -100,4 +95,4 @@ def linear_probe_score(features, labels, *, task="auto", folds=5, seed=0):
             continue
         predict, _ = _ridge(features[~held_out], targets[~held_out])
         predicted[held_out] = predict(features[held_out])
-    return _score(predicted, targets, task)
+    return prediction_score(predicted, targets, task)
