@@ -159,12 +159,7 @@ def _top_losses_figure(evaluation, path, *, columns=4, model=None, alpha=0.5):
             explanation = explain(model, np.stack([entry["image"] for entry in entries]))
         except (ValueError, TypeError) as error:
             reason = str(error)
-    rows = int(np.ceil(len(entries) / columns))
-    plt = _pyplot()
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.9 * rows),
-                                squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
+    plt, figure, axes = _image_grid(len(entries), columns, 2.9)
     for index, (axis, entry) in enumerate(zip(axes.ravel(), entries)):
         _show(axis, entry["image"], None if explanation is None
               else explanation.heatmaps[index], alpha)
@@ -187,6 +182,17 @@ _METHOD_NAMES = {"gradcam": "Grad-CAM", "rollout": "attention rollout",
 def _check_columns(columns):
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns: expected a positive int; received {columns!r}.")
+
+
+def _image_grid(count, columns, row_height):
+    """`(pyplot, figure, axes)`: a grid for `count` images, axes off."""
+    rows = int(np.ceil(count / columns))
+    plt = _pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, row_height * rows),
+                                squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    return plt, figure, axes
 
 
 def _show(axis, image, heatmap, alpha):
@@ -250,12 +256,7 @@ def plot_explanations(images, explanation, path, *, class_names=None, columns=4,
         raise ValueError(f"class_names: {len(names)} names for a model with "
                          f"{max(2, classes)} classes.")
     columns = min(columns, len(images))
-    rows = int(np.ceil(len(images) / columns))
-    plt = _pyplot()
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows),
-                                squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
+    plt, figure, axes = _image_grid(len(images), columns, 2.7)
     for index, axis in enumerate(axes.ravel()[:len(images)]):
         _show(axis, images[index], explanation.heatmaps[index], alpha)
         predicted = int(explanation.predicted[index])
