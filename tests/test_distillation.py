@@ -153,3 +153,38 @@ def test_fit_with_anchor_logs_the_penalty_and_stays_closer_to_the_start():
     assert all(v is None or v >= 0 for v in anchored.history["l2_sp_penalty"])
     assert phases == ["head", "fine_tune", "fine_tune", "fine_tune"]
     assert not anchored.model.losses  # the anchor comes off after fine-tuning
+
+
+def _hinton_from_logits(labels, teacher_logits, student_logits, temperature, alpha):
+    t = temperature
+    kl = tf.reduce_sum(tf.nn.softmax(teacher_logits / t) * (
+        tf.nn.log_softmax(teacher_logits / t) - tf.nn.log_softmax(student_logits / t)), -1)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, student_logits)
+    return alpha * t * t * kl + (1 - alpha) * ce
+
+
+def _loss(labels, teacher_logits, student_logits, temperature, alpha):
+    # As distill() feeds it: the teacher's log-probabilities, the student's probabilities.
+    return distillation.distillation_loss(
+        labels, tf.nn.log_softmax(teacher_logits), tf.nn.softmax(student_logits),
+        temperature=temperature, alpha=alpha)
+
+
+@pytest.mark.parametrize("temperature,alpha", [(4.0, 0.9), (4.0, 1.0), (1.0, 0.0)])
+def test_loss_is_hintons_for_a_confident_teacher_and_a_confidently_wrong_student(
+        temperature, alpha):
+    # Probabilities far below 1e-7: a floor there flattened the teacher's soft targets
+    # and cut the wrong student's gradient (log(1e-7) is only -16).
+    labels = tf.constant([1])
+    teacher = tf.constant([[0.0, 25.0, 5.0, -5.0, -15.0]])
+    student = tf.constant([[30.0, 0.0, 0.0, 0.0, 0.0]])
+    results = []
+    for function in (_loss, _hinton_from_logits):
+        with tf.GradientTape() as tape:
+            tape.watch(student)
+            loss = function(labels, teacher, student, temperature, alpha)
+        results.append((loss.numpy(), tape.gradient(loss, student).numpy()))
+    (loss, gradient), (want, want_gradient) = results
+    np.testing.assert_allclose(loss, want, rtol=1e-3)
+    np.testing.assert_allclose(gradient, want_gradient, atol=1e-3)
+    assert np.abs(gradient).max() > 0.5  # the wrong student is pushed, at alpha 0 too

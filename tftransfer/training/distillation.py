@@ -44,10 +44,17 @@ def _check(teacher, student, temperature, alpha):
     return teacher_classes
 
 
+# The floor under probabilities before their log: far below any probability a
+# float32 softmax yields (1e-7 flattened a confident teacher's soft targets and
+# cut the gradient of a confidently wrong student: log(1e-7) is only -16).
+LOG_FLOOR = 1e-30
+
+
 def distillation_loss(labels, teacher_log_probabilities, student_probabilities, *,
                       temperature, alpha):
     """Per-example `alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE`."""
-    student_log = ops.log(ops.clip(ops.cast(student_probabilities, "float32"), 1e-7, 1.0))
+    student_log = ops.log(ops.clip(ops.cast(student_probabilities, "float32"), LOG_FLOOR,
+                                   1.0))
     teacher_log = ops.cast(teacher_log_probabilities, "float32")
     teacher_soft = ops.softmax(teacher_log / temperature, axis=-1)
     student_soft_log = ops.log_softmax(student_log / temperature, axis=-1)
@@ -106,7 +113,7 @@ def _log_probabilities(teacher):
             # student at 224): the same images, resized for it.
             images = tf.image.resize(images, size)
         probabilities = ops.cast(teacher(images, training=False), "float32")
-        return ops.log(ops.clip(probabilities, 1e-7, 1.0))
+        return ops.log(ops.clip(probabilities, LOG_FLOOR, 1.0))
     return run
 
 
