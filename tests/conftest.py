@@ -27,3 +27,15 @@ def images():
     """A few random images in [0, 255], the classifiers' input range."""
     rng = np.random.default_rng(0)
     return rng.uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights(tmp_path_factory):
+    """A MobileNetV2 weights file at 32 px (random values): offline, it stands in for
+    ImageNet weights. `weights=None` builds a backbone at random initialization, which
+    `fit` and `tune` train as one (its BatchNorm learns); a weights file is pretrained."""
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_32.weights.h5"
+    keras.applications.MobileNetV2(include_top=False, weights=None,
+                                   input_shape=(32, 32, 3)).save_weights(path)
+    keras.backend.clear_session()
+    return str(path)

@@ -26,8 +26,8 @@ def _data():
 
 
 @pytest.mark.slow
-def test_search_shares_the_head_and_opens_the_searched_blocks(tmp_path):
-    result = tftransfer.tune("MobileNetV2", _data(), max_trials=5, weights=None,
+def test_search_shares_the_head_and_opens_the_searched_blocks(tmp_path, mobilenet_v2_weights):
+    result = tftransfer.tune("MobileNetV2", _data(), max_trials=5, weights=mobilenet_v2_weights,
                              directory=tmp_path, head_epochs=2, fine_tune_epochs=1, folds=None,
                              search_space={**FIXED_HEAD, "unfreeze_blocks": (0, 6)}, seed=3)
     completed = [t for t in result.trials if t["status"] == "COMPLETED"]
@@ -298,9 +298,11 @@ def test_training_the_suffix_on_cached_activations_trains_the_classifier_the_sam
 
 
 @pytest.mark.slow
-def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classifier(tmp_path):
+def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classifier(
+        tmp_path, mobilenet_v2_weights):
     data = _data()
-    result = tftransfer.tune("MobileNetV2", data, max_trials=3, weights=None, folds=None,
+    result = tftransfer.tune("MobileNetV2", data, max_trials=3, weights=mobilenet_v2_weights,
+                             folds=None,
                              directory=tmp_path, head_epochs=1, fine_tune_epochs=2,
                              search_space={**FIXED_HEAD, "unfreeze_blocks": [0, 2, 4],
                                            "fine_tune_learning_rate": [3e-3]}, seed=3)
@@ -314,7 +316,7 @@ def test_fine_tuning_trials_run_on_cached_activations_and_checkpoint_the_classif
     accuracy = result.best_model.evaluate(data.validation, verbose=0, return_dict=True)
     assert accuracy["accuracy"] == pytest.approx(best["score"], abs=1e-6)
     # The same search without the activation cache runs the whole model.
-    plain = tftransfer.tune("MobileNetV2", data, max_trials=1, weights=None,
+    plain = tftransfer.tune("MobileNetV2", data, max_trials=1, weights=mobilenet_v2_weights,
                             directory=tmp_path, project_name="plain", head_epochs=1,
                             fine_tune_epochs=1, activation_cache_mb=0, folds=None,
                             search_space={**FIXED_HEAD, "unfreeze_blocks": [2]})

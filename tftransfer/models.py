@@ -44,7 +44,10 @@ def build_classifier(backbone, num_classes, *, image_size=None, weights="imagene
             backbone. `"imagenet"` uses Keras' own download and cache
             (`~/.keras/models`); offline, the error names the file Keras looks
             for and where to put it. For `"kerashub:"` backbones,
-            `"imagenet"` means the preset's weights, None random ones.
+            `"imagenet"` means the preset's weights, None random ones. A
+            registry backbone built with None is marked not pretrained
+            (`Backbone.pretrained`): its BatchNorm momentum is 0.9 and
+            `tftransfer.fit()` trains its BatchNorm when it fine-tunes.
             Defaults to `"imagenet"`.
         dropout_rate: float. Dropout before the output layer. Defaults to
             `0.2`.

@@ -7,7 +7,9 @@ Functional model, overriding a `training=False` written at the call site
 Dropout in inference mode during `fit`. `Backbone` does: while
 `inference_mode` is True it calls its layers with `training=False`, whatever
 its caller says. `tftransfer.unfreeze(..., freeze_batch_norm=False)` turns
-that off for backbones trained from scratch.
+that off for backbones trained from scratch; `tftransfer.fit()` does so itself
+for a backbone marked `pretrained=False` (what `build_classifier(...,
+weights=None)` builds).
 """
 
 import keras
@@ -27,6 +29,10 @@ class Backbone(keras.Model):
         outputs: The Functional outputs, as for `keras.Model`.
         inference_mode: bool. Run BatchNorm and Dropout in inference mode
             always. Defaults to `True`.
+        pretrained: bool. Whether the weights were pretrained. `False` (a
+            backbone at random initialization) makes `tftransfer.fit()` train
+            its BatchNorm layers, statistics included, when it fine-tunes.
+            Defaults to `True`.
         **kwargs: Other `keras.Model` arguments, such as `name`.
 
     Example:
@@ -39,12 +45,13 @@ class Backbone(keras.Model):
     (True, True)
     """
 
-    def __init__(self, *args, inference_mode=True, **kwargs):
+    def __init__(self, *args, inference_mode=True, pretrained=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.inference_mode = bool(inference_mode)
+        self.pretrained = bool(pretrained)
 
     @classmethod
-    def from_model(cls, model, *, inference_mode=True):
+    def from_model(cls, model, *, inference_mode=True, pretrained=True):
         """Wraps a Functional model's graph (sharing its layers and weights)."""
         if not isinstance(model, Functional):
             raise TypeError(
@@ -52,7 +59,7 @@ class Backbone(keras.Model):
                 f"{type(model).__name__}."
             )
         return cls(inputs=model.input, outputs=model.output, name=model.name,
-                   inference_mode=inference_mode)
+                   inference_mode=inference_mode, pretrained=pretrained)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if self.inference_mode:
@@ -62,14 +69,18 @@ class Backbone(keras.Model):
     def get_config(self):
         config = super().get_config()
         config["inference_mode"] = self.inference_mode
+        if not self.pretrained:  # pretrained backbones keep the config they had
+            config["pretrained"] = False
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         inference_mode = config.pop("inference_mode", True)
+        pretrained = config.pop("pretrained", True)
         model = functional_from_config(cls, config, custom_objects=custom_objects)
         model.inference_mode = bool(inference_mode)
+        model.pretrained = bool(pretrained)
         return model
 
 

@@ -21,6 +21,13 @@ from tftransfer.backbones.registry import (
 )
 from tftransfer.backbones.tf_hub import HubBackbone
 
+# BatchNorm momentum of a backbone built at random initialization (weights=None).
+# Keras Applications use 0.99 or 0.999, values for ImageNet-length runs: after a
+# few hundred steps their moving statistics are still about their initial values
+# (mean 0, variance 1) and the model evaluates at chance. 0.9 is PyTorch's and
+# timm's default (their momentum=0.1).
+SCRATCH_BATCH_NORM_MOMENTUM = 0.9
+
 
 @dataclasses.dataclass
 class ResolvedBackbone:
@@ -217,6 +224,9 @@ def _create_registered(spec, *, image_size, weights):
     input_shape = size + (3,)
     if weights is None:
         model = spec.constructor(input_shape=input_shape, weights=None)
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = SCRATCH_BATCH_NORM_MOMENTUM
         source = None
     elif isinstance(weights, str) and weights == "imagenet":
         try:
@@ -243,8 +253,11 @@ def _create_registered(spec, *, image_size, weights):
             "weights: expected 'imagenet', None or a path to a weights file; "
             f"received {type(weights).__name__}."
         )
+    layer = as_backbone(model)
+    if weights is None and hasattr(layer, "pretrained"):
+        layer.pretrained = False  # fit() trains its BatchNorm: nothing pretrained to keep
     return ResolvedBackbone(
-        layer=as_backbone(model),
+        layer=layer,
         preprocessing=spec.preprocessing,
         image_size=size,
         spec=spec,

@@ -9,7 +9,9 @@ BatchNorm frozen here: every BatchNorm layer of the backbone gets
 (or TF-Hub backbone) keeps `inference_mode` on, so BatchNorm and Dropout run
 as in inference inside `fit`. This is right for pretrained backbones, whose
 statistics describe the data they learned from; a backbone trained from
-scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`).
+scratch needs its BatchNorm to learn (pass `freeze_batch_norm=False`;
+`tftransfer.fit()` does for a backbone built with `weights=None`, whose
+`Backbone.pretrained` is False).
 
 Transformer text backbones (`tftransfer.backbones.TextBackbone`) have no
 BatchNorm; their blocks are the encoder layers (the backbone carries its own

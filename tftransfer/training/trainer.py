@@ -583,12 +583,16 @@ class Trainer:
         return self
 
     def fine_tune(self):
-        """Phase 2: unfreeze the top of the backbone (BatchNorm stays frozen) and
-        continue at the lower learning rate, counting epochs on from phase 1."""
+        """Phase 2: unfreeze the top of the backbone (BatchNorm stays frozen, unless
+        the backbone is not pretrained) and continue at the lower learning rate,
+        counting epochs on from phase 1."""
         if self.fine_tune_epochs == 0 or self._resume("fine_tune"):
             return self
         start = time.time()
-        unfreeze(self.model, **self.unfreeze_kwargs)
+        # BatchNorm stays frozen in a pretrained backbone; one built at random
+        # initialization (weights=None) has no statistics worth keeping: it trains.
+        pretrained = getattr(find_backbone(self.model), "pretrained", True)
+        unfreeze(self.model, freeze_batch_norm=pretrained, **self.unfreeze_kwargs)
         if self.verbose:
             trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
             what = self.unfreeze_kwargs or "the whole module"
@@ -717,7 +721,8 @@ def fit(model, data, *, validation_data=None, head_epochs="auto", fine_tune_epoc
     (on backbone features computed once, when that gives the same result:
     the backbone is frozen and nothing random runs before it). Phase 2
     unfreezes the top `unfreeze_blocks` blocks (or `unfreeze_layers` layers,
-    or `unfreeze_fraction` of them) with BatchNorm kept frozen, recompiles at
+    or `unfreeze_fraction` of them) with BatchNorm kept frozen (a backbone
+    built with `weights=None` trains its BatchNorm instead), recompiles at
     `fine_tune_learning_rate`, and continues the epoch count. Each phase has a
     cosine schedule with warmup, early stopping that restores the best
     weights, a NaN guard that says what to try, and, with `checkpoint_dir`,

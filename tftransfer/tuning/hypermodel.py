@@ -190,12 +190,14 @@ class TransferHyperModel(_SharedCaches, _ActivationCache, kt.HyperModel):
     @staticmethod
     def _unfreeze(model, blocks):
         backbone = find_backbone(model)
+        # As fit(): BatchNorm stays frozen unless the backbone is not pretrained.
+        freeze_batch_norm = getattr(backbone, "pretrained", True)
         if blocks == 0:
             freeze(model)
         elif isinstance(backbone, keras.Model):
-            unfreeze(model, blocks=blocks)
+            unfreeze(model, blocks=blocks, freeze_batch_norm=freeze_batch_norm)
         else:
-            unfreeze(model)
+            unfreeze(model, freeze_batch_norm=freeze_batch_norm)
     def fit(self, hp, model, *args, **kwargs):
         start, rss_before = time.time(), rss_mb()
         kwargs.pop("x", None)
