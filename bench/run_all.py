@@ -43,6 +43,7 @@ BENCHMARKS = {
     "data_scale": ([], ["--quick"]),
     "vit_study": ([], ["--quick"]),
     "selection": ([], ["--quick"]),
+    "backbone_search": ([], ["--quick"]),
 }
 
 
@@ -137,6 +138,20 @@ HEADLINES = {
                    ("the same: peak RSS growth of tftransfer (a whole epoch of 60,000 at 336 px"
                     " is ~20 GB decoded)", "tftransfer_peak_rss_growth_mb_max", "{:,.0f} MB",
                     "< 2,048 MB")],
+    "selection": [("ranking before fine-tuning, LogME (the default): mean Kendall's tau with "
+                   "the fine-tuned accuracy over the study's targets",
+                   "summary.logme.mean_kendall_tau", "{:+.2f}", ">= 0.6"),
+                  ("the same: top-ranked candidate within 2 points of the best fine-tuned "
+                   "one (share of targets)", "summary.logme.top1_hit_rate", "{:.2f}",
+                   ">= 0.8"),
+                  ("the same: time to rank all candidates / to fine-tune them all",
+                   "summary.logme.rank_over_fine_tune", "{:.3f}", "<= 0.1")],
+    "backbone_search": [("`tune` over five backbones / the best single-backbone search, test "
+                         "accuracy", "accuracy_ratio", "{:.3f}", ">= 0.98"),
+                        ("the same, time / the five single-backbone searches",
+                         "time_over_all_singles", "{:.3f}", "<= 0.5"),
+                        ("the same, time / the best candidate's search alone",
+                         "time_over_best_single", "{:.3f}", "report")],
 }
 
 
