@@ -197,18 +197,38 @@ def correlations(scores, accuracies):
     return out
 
 
-def run_target(key, kind, candidates, train, test, classes, seed, fine_tune_epochs,
-               fit_seeds=1):
+def build(name, kind, classes, train_texts):
+    """A candidate's classifier, in a cleared session."""
     import keras
 
+    keras.backend.clear_session()
+    return (build_image(name, classes) if kind == "image"
+            else build_text(name, classes, train_texts))
+
+
+def fine_tune_runs(name, kind, classes, train, test, seed, fine_tune_epochs, fit_seeds,
+                   model=None):
+    """`fit_seeds` fine-tunings of a candidate (seeds seed, seed+1, ...): their test
+    accuracies and the mean seconds of one. `model`: the first run's, if built already;
+    every model is built outside the timing."""
+    runs, seconds = [], []
+    for run in range(fit_seeds):
+        if model is None:
+            model = build(name, kind, classes, train[0])
+        start = time.time()
+        # TF-IDF has no weights to fine-tune: its head phase is all of it.
+        runs.append(fine_tuned_accuracy(model, train, test, seed + run,
+                                        0 if name == "TF-IDF" else fine_tune_epochs))
+        seconds.append(time.time() - start)
+        model = None
+    return runs, float(np.mean(seconds))
+
+
+def run_target(key, kind, candidates, train, test, classes, seed, fine_tune_epochs,
+               fit_seeds=1):
     from tftransfer.selection import rank_backbones
 
-    def build(name):
-        keras.backend.clear_session()
-        return (build_image(name, classes) if kind == "image"
-                else build_text(name, classes, train[0]))
-
-    models = {name: build(name) for name in candidates}
+    models = {name: build(name, kind, classes, train[0]) for name in candidates}
     x, y = train
     ranking = rank_backbones((x, y), models, verbose=0)
     scores, score_seconds = {}, {}
@@ -219,18 +239,11 @@ def run_target(key, kind, candidates, train, test, classes, seed, fine_tune_epoc
     feature_seconds = sum(row.feature_seconds for row in ranking.rows)
     accuracies, runs, fit_seconds = {}, {}, {}
     for name in candidates:
-        runs[name], seconds = [], []
-        for run in range(fit_seeds):
-            model = models.pop(name) if run == 0 else build(name)  # built outside the timing
-            start = time.time()
-            # TF-IDF has no weights to fine-tune: its head phase is all of it.
-            runs[name].append(fine_tuned_accuracy(
-                model, train, test, seed + run,
-                0 if name == "TF-IDF" else fine_tune_epochs))
-            seconds.append(time.time() - start)
-            del model
+        # fit_seconds: one fine-tuning of this candidate
+        runs[name], fit_seconds[name] = fine_tune_runs(
+            name, kind, classes, train, test, seed, fine_tune_epochs, fit_seeds,
+            model=models.pop(name))
         accuracies[name] = float(np.mean(runs[name]))
-        fit_seconds[name] = float(np.mean(seconds))  # one fine-tuning of this candidate
         print(f"{key}: {name}: accuracy {accuracies[name]:.4f} "
               f"({', '.join(f'{a:.3f}' for a in runs[name])}; {fit_seconds[name]:.0f} s a run), "
               + ", ".join(f"{m} {scores[m][name]:.4f}" for m in METHODS), flush=True)
@@ -354,19 +367,11 @@ def refit(args, start):
                 train, test, _ = text_target(TEXT_TARGETS[key],
                                              target["labelled"] // target["classes"],
                                              target["test"] // target["classes"], args.seed)
-            runs, seconds = [], []
-            for run in range(args.fit_seeds):
-                import keras
-
-                keras.backend.clear_session()
-                model = (build_image(name, target["classes"]) if key in IMAGE_TARGETS
-                         else build_text(name, target["classes"], train[0]))
-                begin = time.time()
-                runs.append(fine_tuned_accuracy(model, train, test, args.seed + run, "auto"))
-                seconds.append(time.time() - begin)
+            runs, seconds = fine_tune_runs(name, target["kind"], target["classes"], train, test,
+                                           args.seed, "auto", args.fit_seeds)
             target["accuracies"][name] = float(np.mean(runs))
             target["fine_tune_runs"][name] = [round(a, 4) for a in runs]
-            target["fit_seconds"][name] = round(float(np.mean(seconds)), 1)
+            target["fit_seconds"][name] = round(seconds, 1)
             target["fine_tune_seconds"] = round(sum(target["fit_seconds"].values()), 1)
             target["correlations"] = correlations(target["scores"], target["accuracies"])
             print(f"{key}: {name}: accuracy {target['accuracies'][name]:.4f} "
