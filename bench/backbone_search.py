@@ -93,7 +93,7 @@ def main(argv=None):
     test = (tf.image.resize(np.repeat(x_test[pick][..., None], 3, -1).astype("float32"),
                             (SIZE, SIZE)).numpy(), y_test[pick])
     scratch = tempfile.mkdtemp(prefix="tftransfer_backbone_search_")
-    common = dict(max_trials=args.trials, directory=scratch, overwrite=True, seed=1337,
+    settings = dict(max_trials=args.trials, directory=scratch, overwrite=True, seed=1337,
                   **epochs)
     singles = {}
     try:
@@ -101,7 +101,7 @@ def main(argv=None):
             keras.backend.clear_session()
             start = time.time()
             result = tftransfer.tune(name, data, project_name="single_" + short(name)[:12]
-                                     .replace(" ", "_"), **common)
+                                     .replace(" ", "_"), **settings)
             seconds = time.time() - start
             singles[short(name)] = {"seconds": round(seconds, 1),
                                     "test_accuracy": test_accuracy(result.best_model, test),
@@ -111,7 +111,7 @@ def main(argv=None):
             del result
         keras.backend.clear_session()
         start = time.time()
-        result = tftransfer.tune(candidates, data, project_name="five", **common)
+        result = tftransfer.tune(candidates, data, project_name="five", **settings)
         five_seconds = time.time() - start
         five = {"seconds": round(five_seconds, 1),
                 "test_accuracy": test_accuracy(result.best_model, test),
