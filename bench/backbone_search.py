@@ -94,7 +94,7 @@ def main(argv=None):
                             (SIZE, SIZE)).numpy(), y_test[pick])
     scratch = tempfile.mkdtemp(prefix="tftransfer_backbone_search_")
     settings = dict(max_trials=args.trials, directory=scratch, overwrite=True, seed=1337,
-                  **epochs)
+                    **epochs)
     singles = {}
     try:
         for name in candidates:
